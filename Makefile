@@ -1,0 +1,49 @@
+# Every target bootstraps what it needs: a .venv with Loom installed (re-done only when
+# pyproject.toml changes). Nothing depends on what a previous session installed by hand.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.loom-installed
+LAB_PORT ?= 8888
+PYTEST_ARGS ?=
+
+.PHONY: lab demo test lint bench proto venv clean
+
+$(PY):
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 required"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install -q -e '.[lab,dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lab: $(STAMP)
+	@echo "JupyterLab on notebooks/ at http://127.0.0.1:$(LAB_PORT)/lab (the token is in the URL printed below)"
+	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=$(LAB_PORT) --ServerApp.root_dir=notebooks \
+		$$( [ "$$(id -u)" = 0 ] && echo --allow-root )
+
+demo: $(STAMP)
+	$(VENV)/bin/loom demo
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check loom tests bench
+	$(VENV)/bin/ruff format --check loom tests bench
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check --fix loom tests bench
+	$(VENV)/bin/ruff format loom tests bench
+
+bench: $(STAMP)
+	$(PY) bench/bus.py
+
+proto: $(STAMP)
+	$(PY) -m loom.bridge.protogen
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .ruff_cache

@@ -1,0 +1,86 @@
+"""Loom for Python: an event-driven AI agent runtime that lives inside a Jupyter kernel.
+
+Events in, actions out, state in the middle. Start here::
+
+    import loom
+
+    async with loom.Loom() as rt:
+        sub = rt.bus.subscribe("market.price.*")
+        await rt.bus.publish("market.price.BTC", loom.Event.from_json("price", {"usd": 1}))
+        topic, event = await sub.get()
+"""
+
+from loom._version import __version__
+from loom.errors import (
+    BackpressureTimeout,
+    BrokenError,
+    ClosedError,
+    InvalidTopic,
+    LoomError,
+    NoRuntime,
+    RuntimeStopped,
+    SubscriptionClosed,
+    UsageError,
+    WouldBlock,
+)
+from loom.events import (
+    DEFAULT_TTL,
+    BusStats,
+    Delivery,
+    DropReason,
+    Envelope,
+    Event,
+    EventBus,
+    Overflow,
+    QoS,
+    Subscription,
+    SubscriptionStats,
+    TopicIndex,
+    TopicStats,
+    agent_reply_topic,
+    thread_broadcast_topic,
+    thread_reply_topic,
+    topic_matches,
+    validate_pattern,
+    validate_topic,
+)
+from loom.runtime import Loom, current, run
+
+__all__ = [
+    # runtime
+    "Loom",
+    "current",
+    "run",
+    # events
+    "DEFAULT_TTL",
+    "BusStats",
+    "Delivery",
+    "DropReason",
+    "Envelope",
+    "Event",
+    "EventBus",
+    "Overflow",
+    "QoS",
+    "Subscription",
+    "SubscriptionStats",
+    "TopicIndex",
+    "TopicStats",
+    "agent_reply_topic",
+    "thread_broadcast_topic",
+    "thread_reply_topic",
+    "topic_matches",
+    "validate_pattern",
+    "validate_topic",
+    # errors
+    "BackpressureTimeout",
+    "BrokenError",
+    "ClosedError",
+    "InvalidTopic",
+    "LoomError",
+    "NoRuntime",
+    "RuntimeStopped",
+    "SubscriptionClosed",
+    "UsageError",
+    "WouldBlock",
+    "__version__",
+]

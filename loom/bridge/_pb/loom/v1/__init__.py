@@ -1,0 +1,1 @@
+"""Generated from proto/ by loom.bridge.protogen: do not edit."""

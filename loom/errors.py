@@ -1,0 +1,104 @@
+"""Loom's error vocabulary.
+
+Two families, as in pydantic-ai: :class:`UsageError` is a developer mistake found at definition
+or call time (a malformed topic, an unknown QoS, a bad handler); the others are run-time
+conditions that carry the fields a caller needs to react.
+
+Closed versus broken follows trio/anyio: :class:`ClosedError` means *we* closed the resource,
+:class:`BrokenError` means the peer or an outside cause ended it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackpressureTimeout",
+    "BrokenError",
+    "ClosedError",
+    "InvalidTopic",
+    "LoomError",
+    "NoRuntime",
+    "RuntimeStopped",
+    "SubscriptionClosed",
+    "UsageError",
+    "WouldBlock",
+]
+
+
+class LoomError(Exception):
+    """Base class of every error Loom raises on purpose."""
+
+
+class UsageError(LoomError, ValueError):
+    """The caller used the API wrongly (bad argument, wrong state). The message names the rule."""
+
+
+class InvalidTopic(UsageError):
+    """A topic or subscription pattern breaks the topic rules (see docs/messaging.md).
+
+    Attributes:
+        topic: the offending value (repr-safe).
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, topic: object, reason: str) -> None:
+        self.topic = topic
+        self.reason = reason
+        super().__init__(f"invalid topic {topic!r}: {reason}")
+
+
+class NoRuntime(LoomError, RuntimeError):
+    """No running :class:`loom.Loom` in this process (start one, or pass ``runtime=``)."""
+
+
+class ClosedError(LoomError):
+    """The resource was closed by this side (a subscription, the bus, the runtime)."""
+
+
+class SubscriptionClosed(ClosedError):
+    """The subscription was closed; nothing more will be delivered to it.
+
+    Attributes:
+        subscription_id: the closed subscription.
+        reason: ``"closed"`` (its owner closed it), ``"bus_closed"``, or ``"consumer_gone"``
+            (its consumer task ended while the queue was full).
+    """
+
+    def __init__(self, subscription_id: str, reason: str = "closed") -> None:
+        self.subscription_id = subscription_id
+        self.reason = reason
+        super().__init__(f"subscription {subscription_id} is closed ({reason})")
+
+
+class RuntimeStopped(ClosedError):
+    """The runtime stopped (or is stopping) while the operation was pending or requested."""
+
+
+class BrokenError(LoomError):
+    """The peer went away (a bridge client, an MCP server, a subprocess)."""
+
+
+class WouldBlock(LoomError):
+    """A ``*_nowait`` operation could not complete without waiting."""
+
+
+class BackpressureTimeout(LoomError, TimeoutError):
+    """A publish waited longer than its ``timeout`` for room in a subscriber's queue.
+
+    Deliveries to subscribers that had room were made; ``delivered`` counts them.
+
+    Attributes:
+        topic: the topic published to.
+        subscription_id: the subscription that stayed full.
+        delivered: deliveries completed before the timeout.
+        timeout: the timeout in seconds.
+    """
+
+    def __init__(self, topic: str, subscription_id: str, delivered: int, timeout: float) -> None:
+        self.topic = topic
+        self.subscription_id = subscription_id
+        self.delivered = delivered
+        self.timeout = timeout
+        super().__init__(
+            f"publish to {topic!r} timed out after {timeout:g}s waiting for room in subscription "
+            f"{subscription_id} ({delivered} deliveries made)"
+        )

@@ -1,0 +1,179 @@
+"""The Envelope: conversation and routing keys carried in ``Event.metadata``.
+
+Keys and defaults follow upstream Loom's Rust core (bare keys: ``thread_id``, ``correlation_id``,
+``sender``, ``reply_to``, ``ttl``, ``hop``, ``ts`` and the trace keys). loom-py 0.1.0a1 clients
+write ``loom.``-prefixed keys instead; reading accepts both, bare keys winning.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, replace
+
+from loom.events.event import Event
+
+__all__ = [
+    "DEFAULT_TTL",
+    "Envelope",
+    "agent_reply_topic",
+    "thread_broadcast_topic",
+    "thread_reply_topic",
+]
+
+DEFAULT_TTL = 16
+"""Hops an event may still make when no ``ttl`` key is present."""
+
+
+_TRACE_KEYS = ("trace_id", "span_id", "trace_flags")
+# loom-py 0.1.0a1 writes these; `loom.ttl_ms` is a time, not a hop count, so it is not mapped.
+_LEGACY_PREFIX = "loom."
+
+
+def thread_broadcast_topic(thread_id: str) -> str:
+    """``thread.<id>.broadcast``: multicast to a thread's participants."""
+    return f"thread.{thread_id}.broadcast"
+
+
+def thread_reply_topic(thread_id: str) -> str:
+    """``thread.<id>.reply``: replies to a thread's coordinator."""
+    return f"thread.{thread_id}.reply"
+
+
+def agent_reply_topic(agent_id: str) -> str:
+    """``agent.<id>.replies``: an agent's private point-to-point inbox."""
+    return f"agent.{agent_id}.replies"
+
+
+def _get(meta: Mapping[str, str], key: str) -> str | None:
+    value = meta.get(key)
+    if value is None:
+        value = meta.get(_LEGACY_PREFIX + key)
+    return value
+
+
+def _int(value: str | None, default: int) -> int:
+    if value is None:
+        return default
+    try:
+        return int(value.strip())
+    except ValueError:
+        return default
+
+
+@dataclass(slots=True)
+class Envelope:
+    """Thread, correlation, routing and trace keys of one event.
+
+    ``ttl`` is the number of hops the event may still make; ``hop`` how many it made.
+    """
+
+    thread_id: str
+    correlation_id: str
+    sender: str = ""
+    reply_to: str = ""
+    ttl: int = DEFAULT_TTL
+    hop: int = 0
+    ts: int = 0
+    trace_id: str = ""
+    span_id: str = ""
+    trace_flags: str = ""
+
+    # -- construction --------------------------------------------------------------------
+    @classmethod
+    def new(
+        cls, thread_id: str, sender: str = "", *, reply_to: str | None = None, ttl: int = DEFAULT_TTL
+    ) -> Envelope:
+        """A fresh envelope: correlation = thread, reply_to = ``thread.<id>.reply`` unless given."""
+        return cls(
+            thread_id=thread_id,
+            correlation_id=thread_id,
+            sender=sender,
+            reply_to=thread_reply_topic(thread_id) if reply_to is None else reply_to,
+            ttl=ttl,
+            hop=0,
+            ts=time.time_ns() // 1_000_000,
+        )
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, str], fallback_id: str) -> Envelope:
+        """Read the envelope keys, applying upstream's defaults for missing or unparseable ones.
+
+        Defaults: thread = ``fallback_id``, correlation = thread, reply_to = ``thread.<thread>.reply``,
+        sender ``""``, ttl 16, hop 0, ts now.
+        """
+        thread_id = _get(metadata, "thread_id") or fallback_id
+        ts = _int(_get(metadata, "ts"), -1)
+        return cls(
+            thread_id=thread_id,
+            correlation_id=_get(metadata, "correlation_id") or thread_id,
+            sender=_get(metadata, "sender") or "",
+            reply_to=_get(metadata, "reply_to") or thread_reply_topic(thread_id),
+            ttl=_int(metadata.get("ttl"), DEFAULT_TTL),
+            hop=max(_int(metadata.get("hop"), 0), 0),
+            ts=ts if ts >= 0 else time.time_ns() // 1_000_000,
+            trace_id=_get(metadata, "trace_id") or "",
+            span_id=_get(metadata, "span_id") or "",
+            trace_flags=_get(metadata, "trace_flags") or "",
+        )
+
+    @classmethod
+    def from_event(cls, event: Event) -> Envelope:
+        """The envelope of ``event`` (its id is the fallback thread id)."""
+        return cls.from_metadata(event.metadata, event.id)
+
+    # -- writing -------------------------------------------------------------------------
+    def apply_to(self, metadata: MutableMapping[str, str]) -> None:
+        """Write the 7 base keys (overwriting) and the trace keys that are set."""
+        metadata["thread_id"] = self.thread_id
+        metadata["correlation_id"] = self.correlation_id
+        metadata["sender"] = self.sender
+        metadata["reply_to"] = self.reply_to
+        metadata["ttl"] = str(self.ttl)
+        metadata["hop"] = str(self.hop)
+        metadata["ts"] = str(self.ts)
+        for key in _TRACE_KEYS:
+            value = getattr(self, key)
+            if value:
+                metadata[key] = value
+
+    def to_metadata(self) -> dict[str, str]:
+        """The envelope as a fresh metadata dict."""
+        md: dict[str, str] = {}
+        self.apply_to(md)
+        return md
+
+    def attach(self, event: Event) -> Event:
+        """A copy of ``event`` carrying this envelope (events are shared; never mutated in place)."""
+        md = dict(event.metadata)
+        self.apply_to(md)
+        return event.replace(metadata=md)
+
+    # -- routing -------------------------------------------------------------------------
+    def next_hop(self) -> bool:
+        """Count one hop: ``hop += 1``, ``ttl -= 1`` (not below 0). Returns whether it is alive (ttl > 0)."""
+        self.hop += 1
+        if self.ttl > 0:
+            self.ttl -= 1
+        return self.ttl > 0
+
+    def copy(self, **changes: object) -> Envelope:
+        """A copy with ``changes`` applied."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def broadcast_topic(self) -> str:
+        """``thread.<thread_id>.broadcast``."""
+        return thread_broadcast_topic(self.thread_id)
+
+    @property
+    def reply_topic(self) -> str:
+        """``thread.<thread_id>.reply``."""
+        return thread_reply_topic(self.thread_id)
+
+    @property
+    def agent_reply_topic(self) -> str:
+        """``agent.<id>.replies`` of the sender when it is ``agent.<id>``, else ``""``."""
+        if self.sender.startswith("agent.") and len(self.sender) > 6:
+            return agent_reply_topic(self.sender[6:])
+        return ""

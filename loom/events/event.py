@@ -1,0 +1,250 @@
+"""The Event record: what travels on the bus.
+
+Field for field the protobuf ``loom.v1.Event`` (proto/loom/v1/event.proto), so events cross the
+bridge without translation. Events are shared between subscribers and must be treated as
+immutable: derive a changed copy with :meth:`Event.replace`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json as _json
+import os
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = ["Event", "new_event_id"]
+
+_id_counter = itertools.count()
+_id_prefix = ""
+
+
+def _reset_id_prefix() -> None:
+    # A random per-process prefix plus a counter: unique like uuid4 (the prefix is 80 random
+    # bits) at a fraction of uuid4's cost. Reset in forked children so they never share ids.
+    global _id_prefix, _id_counter
+    _id_prefix = uuid.uuid4().hex[:20]
+    _id_counter = itertools.count()
+
+
+_reset_id_prefix()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_id_prefix)
+
+
+def new_event_id() -> str:
+    """A process-unique, globally-unlikely-to-collide id: 32 hex characters, uuid4-based."""
+    return f"{_id_prefix}{next(_id_counter) & 0xFFFFFFFFFFFF:012x}"
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Event:
+    """One event. Mirrors ``loom.v1.Event`` (fields 1–9).
+
+    Args:
+        type: event type, e.g. ``"user.question"`` (non-empty str).
+        payload: opaque body, ``bytes`` (use :meth:`from_json` / :meth:`from_text` for others).
+        source: producer label, e.g. ``"agent.planner"``.
+        metadata: ``str`` → ``str`` map; carries the envelope keys.
+        id: unique id; generated when omitted.
+        timestamp_ms: creation time in ms since the epoch; now when omitted.
+        confidence: 0.0–1.0.
+        tags: labels.
+        priority: 0 (lowest) … 100 (highest).
+
+    Raises:
+        TypeError: a field has the wrong type (e.g. a non-str metadata value, str payload).
+        ValueError: a value is out of range (priority, confidence) or ``type`` is empty.
+    """
+
+    __slots__ = (
+        "confidence",
+        "id",
+        "metadata",
+        "payload",
+        "priority",
+        "source",
+        "tags",
+        "timestamp_ms",
+        "type",
+    )
+
+    def __init__(
+        self,
+        type: str,
+        payload: bytes = b"",
+        *,
+        source: str = "",
+        metadata: Mapping[str, str] | None = None,
+        id: str | None = None,
+        timestamp_ms: int | None = None,
+        confidence: float = 1.0,
+        tags: Iterable[str] = (),
+        priority: int = 50,
+    ) -> None:
+        if type.__class__ is not str:
+            raise TypeError(f"Event.type must be str, got {type.__class__.__name__}")
+        if not type:
+            raise ValueError("Event.type must not be empty")
+        if payload.__class__ is not bytes:
+            if isinstance(payload, bytearray | memoryview):
+                payload = bytes(payload)
+            else:
+                raise TypeError(
+                    f"Event.payload must be bytes, got {payload.__class__.__name__}; "
+                    "use Event.from_json() or Event.from_text() for other payloads"
+                )
+        if priority.__class__ is not int:
+            raise TypeError(f"Event.priority must be int, got {priority.__class__.__name__}")
+        if not 0 <= priority <= 100:
+            raise ValueError(f"Event.priority must be within 0..100, got {priority}")
+        if not isinstance(confidence, float | int) or isinstance(confidence, bool):
+            raise TypeError(f"Event.confidence must be a float, got {confidence.__class__.__name__}")
+        if not 0.0 <= confidence <= 1.0:
+            raise ValueError(f"Event.confidence must be within 0.0..1.0, got {confidence}")
+        if source.__class__ is not str:
+            raise TypeError(f"Event.source must be str, got {source.__class__.__name__}")
+        if metadata:
+            metadata = dict(metadata)
+            for k, v in metadata.items():
+                if k.__class__ is not str or v.__class__ is not str:
+                    raise TypeError(
+                        f"Event.metadata must map str to str; key {k!r} has a "
+                        f"{v.__class__.__name__} value {v!r}"
+                        if k.__class__ is str
+                        else f"Event.metadata keys must be str, got {k!r}"
+                    )
+        else:
+            metadata = {}
+        if tags:
+            tags = list(tags)
+            for t in tags:
+                if t.__class__ is not str:
+                    raise TypeError(f"Event.tags must be strings, got {t!r}")
+        else:
+            tags = []
+        if id is None:
+            id = new_event_id()
+        elif id.__class__ is not str or not id:
+            raise TypeError(f"Event.id must be a non-empty str, got {id!r}")
+        if timestamp_ms is None:
+            timestamp_ms = _now_ms()
+        elif timestamp_ms.__class__ is not int:
+            raise TypeError(f"Event.timestamp_ms must be int, got {timestamp_ms.__class__.__name__}")
+        self.id = id
+        self.type = type
+        self.timestamp_ms = timestamp_ms
+        self.source = source
+        self.metadata: dict[str, str] = metadata
+        self.payload = payload
+        self.confidence = float(confidence)
+        self.tags: list[str] = tags
+        self.priority = priority
+
+    # -- constructors --------------------------------------------------------------------
+    @classmethod
+    def from_json(cls, type: str, obj: Any, **fields: Any) -> Event:
+        """An event whose payload is ``obj`` encoded as compact UTF-8 JSON.
+
+        Raises:
+            TypeError: ``obj`` is not JSON-serialisable.
+        """
+        try:
+            payload = _json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"payload is not JSON-serialisable: {exc}") from exc
+        md = dict(fields.pop("metadata", None) or {})
+        md.setdefault("content_type", "application/json")
+        return cls(type, payload, metadata=md, **fields)
+
+    @classmethod
+    def from_text(cls, type: str, text: str, **fields: Any) -> Event:
+        """An event whose payload is ``text`` encoded as UTF-8."""
+        if text.__class__ is not str:
+            raise TypeError(f"text must be str, got {text.__class__.__name__}")
+        md = dict(fields.pop("metadata", None) or {})
+        md.setdefault("content_type", "text/plain")
+        return cls(type, text.encode(), metadata=md, **fields)
+
+    # -- accessors -----------------------------------------------------------------------
+    def json(self) -> Any:
+        """The payload decoded as JSON.
+
+        Raises:
+            ValueError: the payload is not valid UTF-8 JSON (the message says which event).
+        """
+        try:
+            return _json.loads(self.payload)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ValueError(f"payload of event {self.id} ({self.type}) is not JSON: {exc}") from exc
+
+    def text(self) -> str:
+        """The payload decoded as UTF-8.
+
+        Raises:
+            ValueError: the payload is not valid UTF-8.
+        """
+        try:
+            return self.payload.decode()
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"payload of event {self.id} ({self.type}) is not UTF-8: {exc}") from exc
+
+    def replace(self, **changes: Any) -> Event:
+        """A copy with ``changes`` applied (validated like the constructor). ``id`` is kept."""
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        fields.update(changes)
+        return Event(fields.pop("type"), fields.pop("payload"), **fields)
+
+    # -- protobuf ------------------------------------------------------------------------
+    def to_proto(self) -> Any:
+        """This event as a ``loom.v1.Event`` protobuf message."""
+        from loom.bridge._pb.loom.v1 import event_pb2
+
+        return event_pb2.Event(
+            id=self.id,
+            type=self.type,
+            timestamp_ms=self.timestamp_ms,
+            source=self.source,
+            metadata=self.metadata,
+            payload=self.payload,
+            confidence=self.confidence,
+            tags=self.tags,
+            priority=self.priority,
+        )
+
+    @classmethod
+    def from_proto(cls, msg: Any) -> Event:
+        """Build an event from a ``loom.v1.Event`` message (validated like the constructor).
+
+        A proto with empty ``id`` or ``type`` (proto3 defaults) gets a fresh id / type ``"event"``;
+        priority is clamped into 0..100 and confidence into 0..1 because peers may send anything.
+        """
+        return cls(
+            msg.type or "event",
+            bytes(msg.payload),
+            id=msg.id or None,
+            timestamp_ms=int(msg.timestamp_ms) or None,
+            source=msg.source,
+            metadata=dict(msg.metadata),
+            confidence=min(max(float(msg.confidence), 0.0), 1.0),
+            tags=list(msg.tags),
+            priority=min(max(int(msg.priority), 0), 100),
+        )
+
+    # -- dunder --------------------------------------------------------------------------
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable containers inside
+
+    def __repr__(self) -> str:
+        preview = self.payload[:40]
+        more = "…" if len(self.payload) > 40 else ""
+        return f"Event(type={self.type!r}, id={self.id!r}, source={self.source!r}, payload={preview!r}{more})"

@@ -1,0 +1,44 @@
+"""QoS levels, overflow policies and drop reasons."""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+__all__ = ["DEFAULT_MAXSIZE", "DropReason", "Overflow", "QoS"]
+
+
+class QoS(IntEnum):
+    """Delivery class of a subscription (values as ``loom.v1.QoSLevel``)."""
+
+    REALTIME = 0
+    """Bounded queue; the publisher never waits; overflow policy on full."""
+    BATCHED = 1
+    """Bounded queue; in order, no drops; the publisher awaits room (backpressure)."""
+    BACKGROUND = 2
+    """Large queue; no drops; may be consumed in batches."""
+
+
+DEFAULT_MAXSIZE = {QoS.REALTIME: 512, QoS.BATCHED: 2048, QoS.BACKGROUND: 65536}
+
+
+class Overflow(StrEnum):
+    """What a full REALTIME subscription does with a new event."""
+
+    DROP_NEWEST = "drop_newest"
+    """Drop the incoming event (default)."""
+    DROP_OLDEST = "drop_oldest"
+    """Evict the oldest queued event to make room."""
+    SAMPLE = "sample"
+    """Above the high-water mark keep 1 in ``sample_every`` events; drop the newest when full."""
+    COALESCE = "coalesce"
+    """When full, replace the queued event with the same key (default: event type); else drop newest."""
+
+
+class DropReason(StrEnum):
+    """Why an event was not delivered to a subscription (keys of ``dropped`` counters)."""
+
+    QUEUE_FULL = "queue_full"
+    DROP_OLDEST = "drop_oldest"
+    SAMPLED = "sampled"
+    COALESCED = "coalesced"
+    CONSUMER_GONE = "consumer_gone"

@@ -1,0 +1,225 @@
+"""Subscription: what ``bus.subscribe`` returns: patterns, a QoS policy and a bounded queue.
+
+A subscription may cover several patterns (an agent's mailbox does); an event matching more
+than one of them is queued once. Offers never wait: below the policy's threshold an offer is
+one append; at or above it :meth:`Subscription._offer_slow` applies the QoS and overflow rules.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING
+
+from loom.events.event import Event
+from loom.events.qos import DropReason, Overflow, QoS
+from loom.events.queue import _LATENCY_SAMPLE_MASK, Delivery, DeliveryQueue
+from loom.events.stats import SubscriptionStats
+
+if TYPE_CHECKING:
+    from loom.events.bus import EventBus, _Route
+
+__all__ = ["Delivery", "Subscription"]
+
+
+def _type_key(event: Event) -> Hashable:
+    return event.type
+
+
+class Subscription(DeliveryQueue):
+    """A bounded, policy-governed queue of :class:`Delivery` items. Create with ``bus.subscribe``.
+
+    Iterate with ``async for topic, event in sub`` (or ``await sub.get()``); the iteration ends
+    when the subscription is closed and its queue is drained.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_bus",
+        "_dropped",
+        "_handler_errors",
+        "_hw",
+        "_overflow",
+        "_patterns",
+        "_sample_every",
+        "_sample_seen",
+        "_types",
+        "qos",
+    )
+
+    def __init__(
+        self,
+        bus: EventBus,
+        sub_id: str,
+        *,
+        qos: QoS,
+        maxsize: int,
+        overflow: Overflow,
+        types: frozenset[str] | None,
+        sample_every: int,
+        high_water: int,
+        coalesce_key: Callable[[Event], Hashable] | None,
+    ) -> None:
+        super().__init__(sub_id, maxsize)
+        self._bus = bus
+        self.qos = qos
+        self._overflow = overflow
+        self._types = types
+        self._patterns: list[str] = []
+        self._dropped: dict[str, int] = {}
+        self._handler_errors = 0
+        self._sample_every = sample_every
+        self._sample_seen = 0
+        # Below `_hw` an offer is one append; at or above it `_offer_slow` applies the policy.
+        if qos is QoS.REALTIME and overflow is Overflow.COALESCE:
+            self._keys = {}
+            self._coalesce_key = coalesce_key or _type_key
+            self._hw = 0
+        elif qos is QoS.REALTIME and overflow is Overflow.SAMPLE:
+            self._hw = high_water
+        else:
+            self._hw = maxsize
+
+    # -- properties ----------------------------------------------------------------------
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        """The patterns this subscription receives."""
+        return tuple(self._patterns)
+
+    @property
+    def types(self) -> frozenset[str] | None:
+        """The event types it accepts (``None`` = all)."""
+        return self._types
+
+    @property
+    def maxsize(self) -> int:
+        return self._maxsize
+
+    @property
+    def overflow(self) -> Overflow:
+        return self._overflow
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def stats(self) -> SubscriptionStats:
+        """A snapshot of this subscription's counters (computed on read)."""
+        p50, p99, n = self._latency_summary()
+        return SubscriptionStats(
+            id=self.id,
+            patterns=tuple(self._patterns),
+            qos=self.qos,
+            maxsize=self._maxsize,
+            delivered=self._delivered,
+            dropped=dict(self._dropped),
+            depth=len(self._queue),
+            high_water=self._high_water,
+            latency_p50_us=p50,
+            latency_p99_us=p99,
+            latency_samples=n,
+            handler_errors=self._handler_errors,
+            closed=self._closed,
+        )
+
+    # -- pattern management (delegates to the bus index) ---------------------------------
+    def add_pattern(self, pattern: str) -> None:
+        """Also receive events on ``pattern``.
+
+        Raises:
+            InvalidTopic: malformed pattern.
+            UsageError: already subscribed to exactly this pattern.
+            SubscriptionClosed: the subscription is closed.
+        """
+        self._bus._add_pattern(self, pattern)
+
+    def remove_pattern(self, pattern: str) -> None:
+        """Stop receiving events on ``pattern`` (queued ones stay).
+
+        Raises:
+            UsageError: not subscribed to exactly this pattern.
+        """
+        self._bus._remove_pattern(self, pattern)
+
+    # -- producer side (called by the bus) -----------------------------------------------
+    def _offer(self, item: Delivery, route: _Route) -> int:
+        """Queue without waiting: 1 = queued, 0 = dropped, -1 = full, the caller must wait."""
+        q = self._queue
+        depth = len(q)
+        if depth < self._hw:
+            q.append(item)
+            if depth >= self._high_water:
+                self._high_water = depth + 1
+            self._delivered += 1
+            if not self._delivered & _LATENCY_SAMPLE_MASK:
+                self._samples.append((self._head + depth, time.perf_counter_ns()))
+            if self._getters:
+                self._wake(self._getters)
+            return 1
+        return self._offer_slow(item, route)
+
+    def _offer_slow(self, item: Delivery, route: _Route) -> int:
+        q = self._queue
+        depth = len(q)
+        full = depth >= self._maxsize
+        if full and self._consumer is not None and self._consumer.done():
+            # Whoever read this subscription is gone and the queue is full: close it instead of
+            # holding the publisher (BATCHED) or counting drops forever (REALTIME).
+            self._count_drop(DropReason.CONSUMER_GONE, route)
+            self._bus._close_subscription(self, "consumer_gone")
+            return 0
+        if self.qos is not QoS.REALTIME:
+            return -1 if full else self._append(item)
+        policy = self._overflow
+        if policy is Overflow.COALESCE:
+            key = self._coalesce_key(item.event)  # type: ignore[misc]
+            keys = self._keys
+            assert keys is not None
+            if not full:
+                keys[key] = self._head + depth
+                return self._append(item)
+            idx = keys.get(key)
+            if idx is not None:
+                q[idx - self._head] = item
+                self._count_drop(DropReason.COALESCED, route)
+                return 1
+            self._count_drop(DropReason.QUEUE_FULL, route)
+            return 0
+        if full:
+            if policy is Overflow.DROP_OLDEST:
+                self._pop_evicted()
+                self._count_drop(DropReason.DROP_OLDEST, route)
+                return self._append(item)
+            self._count_drop(DropReason.QUEUE_FULL, route)
+            return 0
+        # SAMPLE, between the high-water mark and full: keep 1 in N.
+        self._sample_seen += 1
+        if self._sample_seen % self._sample_every == 0:
+            return self._append(item)
+        self._count_drop(DropReason.SAMPLED, route)
+        return 0
+
+    def _count_drop(self, reason: DropReason, route: _Route | None, n: int = 1) -> None:
+        self._dropped[reason] = self._dropped.get(reason, 0) + n
+        if route is not None:
+            route.dropped[reason] = route.dropped.get(reason, 0) + n
+
+    def _consumer_gone(self, waiting_publishers: int) -> None:
+        self._count_drop(DropReason.CONSUMER_GONE, None, waiting_publishers)
+        self._bus._close_subscription(self, "consumer_gone")
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop deliveries. Queued events can still be read; then iteration ends. Idempotent."""
+        self._bus._close_subscription(self, "closed")
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = f"closed:{self.close_reason}" if self._closed else f"{len(self._queue)}/{self._maxsize}"
+        return f"<Subscription {self.id} {list(self._patterns)} {self.qos.name} {state}>"

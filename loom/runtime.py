@@ -1,0 +1,173 @@
+"""Loom: the composition root.
+
+A :class:`Loom` owns the event bus (and, as later parts land, agents, tools, the bridge and
+telemetry) and every task they start. It runs on whatever loop is running: ``asyncio.run``'s in
+a script (see :func:`run`), the kernel's own loop in a notebook. Library code never starts or
+nests a loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Literal, TypeVar
+
+from loom._supervisor import Supervisor
+from loom.errors import NoRuntime, UsageError
+from loom.events.bus import EventBus
+
+__all__ = ["Loom", "current", "run"]
+
+log = logging.getLogger("loom")
+T = TypeVar("T")
+
+_running: list[Loom] = []  # runtimes started in this process, most recent last
+_detached: set[asyncio.Task[Any]] = set()  # tasks made by run() inside a running loop
+
+
+class Loom:
+    """The runtime: one per notebook or script, usually.
+
+    Use ``async with Loom() as rt:`` or ``await rt.start()`` / ``await rt.stop()``.
+
+    Args:
+        name: a label used in task names and reprs.
+        max_topics: topics that keep their own counters on the bus (see :class:`EventBus`).
+    """
+
+    def __init__(self, *, name: str = "loom", max_topics: int = 10_000) -> None:
+        if not isinstance(name, str) or not name:
+            raise UsageError(f"Loom name must be a non-empty str, got {name!r}")
+        self.name = name
+        self._supervisor = Supervisor(f"loom[{name}]")
+        self.bus = EventBus(supervisor=self._supervisor, max_topics=max_topics)
+        self._state: Literal["created", "running", "stopping", "stopped"] = "created"
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        """``created``, ``running``, ``stopping`` or ``stopped``."""
+        return self._state
+
+    @property
+    def running(self) -> bool:
+        return self._state == "running"
+
+    async def start(self) -> Loom:
+        """Start on the running loop and become :func:`current`. Idempotent while running.
+
+        Raises:
+            UsageError: the runtime was already stopped (create a new one).
+        """
+        if self._state == "running":
+            return self
+        if self._state != "created":
+            raise UsageError(f"runtime {self.name!r} is {self._state}; create a new Loom to start again")
+        self._loop = asyncio.get_running_loop()
+        self._state = "running"
+        _running.append(self)
+        return self
+
+    async def stop(self) -> None:
+        """Close every subscription, cancel and await every owned task. Idempotent."""
+        if self._state in ("stopping", "stopped"):
+            return
+        self._state = "stopping"
+        try:
+            await self.bus.aclose()
+            await self._supervisor.aclose()
+        finally:
+            self._state = "stopped"
+            if self in _running:
+                _running.remove(self)
+
+    async def __aenter__(self) -> Loom:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- tasks ---------------------------------------------------------------------------
+    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
+        """Run ``coro`` as a task owned by this runtime (cancelled and awaited by :meth:`stop`).
+
+        Raises:
+            RuntimeStopped: the runtime is stopped.
+        """
+        return self._supervisor.spawn(coro, name=name)
+
+    @property
+    def tasks(self) -> frozenset[asyncio.Task[Any]]:
+        """The runtime's tasks still running."""
+        return self._supervisor.tasks
+
+    def __repr__(self) -> str:
+        return f"<Loom {self.name!r} {self._state}, {len(self.bus.subscriptions())} subscriptions>"
+
+
+def current() -> Loom:
+    """The runtime most recently started in this process and still running.
+
+    Raises:
+        NoRuntime: none is running (``await Loom().start()``, ``%loom start`` or :func:`run`).
+    """
+    if not _running:
+        raise NoRuntime(
+            "no Loom runtime is running in this process: start one with `rt = await Loom().start()`, "
+            "`%loom start` in a notebook, or loom.run(main) in a script"
+        )
+    return _running[-1]
+
+
+def _report(task: asyncio.Task[Any]) -> None:
+    _detached.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("loom.run task failed", exc_info=task.exception())
+        print(f"[loom] {task.get_name()} failed: {task.exception()!r}", file=sys.stderr)
+
+
+def run(
+    main: Callable[[Loom], Awaitable[T]], /, *, nest: bool = False, **loom_options: Any
+) -> T | asyncio.Task[T]:
+    """Run ``await main(rt)`` with a started :class:`Loom` and stop it afterwards.
+
+    In a script (no running loop) this blocks with ``asyncio.run`` and returns main's result.
+    Inside a running loop (a Jupyter kernel) it never blocks: it schedules the work on that
+    loop and returns the task (``await loom.run(main)`` in a cell to wait for it).
+
+    Args:
+        main: ``async def main(rt): ...``.
+        nest: opt-in only: in a running loop, block the cell until done using ``nest_asyncio2``
+            (process-wide monkeypatch, slower tasks, comms delayed; see docs/architecture.md).
+        **loom_options: passed to :class:`Loom`.
+
+    Raises:
+        UsageError: ``main`` is not callable; ``nest=True`` without ``nest_asyncio2`` installed.
+    """
+    if not callable(main):
+        raise UsageError(f"loom.run() needs an async function main(rt), got {main!r}")
+
+    async def _main() -> T:
+        async with Loom(**loom_options) as rt:
+            return await main(rt)
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_main())
+    if nest:
+        try:
+            import nest_asyncio2
+        except ImportError:
+            raise UsageError(
+                "loom.run(nest=True) needs the 'nest' extra: pip install 'loom-notebook[nest]'"
+            ) from None
+        nest_asyncio2.apply(loop)
+        return loop.run_until_complete(_main())
+    task = loop.create_task(_main(), name="loom.run")
+    _detached.add(task)
+    task.add_done_callback(_report)
+    return task

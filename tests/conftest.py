@@ -1,0 +1,42 @@
+"""Shared fixtures: a started runtime that must leave nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import loom
+
+
+@pytest.fixture
+async def rt():
+    """A running Loom; after the test it is stopped and must not leak a task."""
+    before = asyncio.all_tasks()
+    runtime = await loom.Loom(name="test").start()
+    try:
+        yield runtime
+    finally:
+        await runtime.stop()
+        await asyncio.sleep(0)
+        leaked = {t for t in asyncio.all_tasks() - before if not t.done() and t is not asyncio.current_task()}
+        assert not leaked, f"tasks leaked by the runtime: {[t.get_name() for t in leaked]}"
+        assert runtime.bus.subscriptions() == []
+
+
+@pytest.fixture
+async def bus():
+    """A standalone EventBus, closed after the test."""
+    b = loom.EventBus()
+    try:
+        yield b
+    finally:
+        await b.aclose()
+
+
+async def drain(sub: loom.Subscription) -> list[loom.Delivery]:
+    """Everything queued in ``sub`` right now, without waiting."""
+    out = []
+    while sub.qsize():
+        out.append(sub.get_nowait())
+    return out
