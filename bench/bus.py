@@ -1,0 +1,183 @@
+"""EventBus benchmarks: one JSON line per workload (median of N runs, each in a fresh process).
+
+    python bench/bus.py                 # all workloads, 3 runs each
+    python bench/bus.py --runs 5 pub1   # some workloads
+
+Fields: cpu_us_per_delivery (process CPU time / deliveries), delivered_per_s (wall clock),
+maxrss_mb (peak RSS of the worker process), plus workload-specific extras. `queue_baseline`
+is a plain asyncio.Queue fan-out of the same shape as pub1, for ratios on a noisy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+N = 100_000
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def _fanout(n_subs: int, extra_subs: int = 0) -> dict:
+    import loom
+
+    async with loom.Loom() as rt:
+        bus = rt.bus
+        for i in range(extra_subs):  # unrelated: exact, '*' and '>' patterns elsewhere in the tree
+            bus.subscribe((f"other.{i}.price", f"zone.{i}.*", f"feed.{i}.>")[i % 3], qos=loom.QoS.REALTIME)
+        subs = [bus.subscribe("bench.topic") for _ in range(n_subs)]
+        counts = [0] * n_subs
+
+        async def consume(k: int) -> None:
+            async for _ in subs[k]:
+                counts[k] += 1
+                if counts[k] == N:
+                    return
+
+        consumers = [rt.spawn(consume(k), name=f"bench.consume:{k}") for k in range(n_subs)]
+        event = loom.Event("tick", b"x" * 16)
+        publish = bus.publish
+        await asyncio.sleep(0)
+        c0, t0 = time.process_time(), time.perf_counter()
+        for _ in range(N):
+            await publish("bench.topic", event)
+        await asyncio.gather(*consumers)
+        cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+        deliveries = N * n_subs
+        p50 = statistics.median(s.stats.latency_p50_us for s in subs)
+        return {
+            "deliveries": deliveries,
+            "cpu_us_per_delivery": cpu / deliveries * 1e6,
+            "delivered_per_s": deliveries / wall,
+            "queue_wait_p50_us": p50,
+        }
+
+
+async def _queue_baseline() -> dict:
+    q: asyncio.Queue[object] = asyncio.Queue(maxsize=2048)
+    done = 0
+
+    async def consume() -> None:
+        nonlocal done
+        while done < N:
+            await q.get()
+            done += 1
+
+    task = asyncio.ensure_future(consume())
+    item = ("bench.topic", object())
+    c0, t0 = time.process_time(), time.perf_counter()
+    for _ in range(N):
+        await q.put(item)
+    await task
+    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    return {"deliveries": N, "cpu_us_per_delivery": cpu / N * 1e6, "delivered_per_s": N / wall}
+
+
+async def _burst() -> dict:
+    import loom
+
+    async with loom.Loom() as rt:
+        sub = rt.bus.subscribe("burst.topic", qos=loom.QoS.REALTIME)  # never read
+        event = loom.Event("tick", b"x" * 256)
+        c0, t0 = time.process_time(), time.perf_counter()
+        publish = rt.bus.publish
+        for _ in range(N):
+            await publish("burst.topic", event)
+        cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+        st = sub.stats
+        return {
+            "published": N,
+            "deliveries": st.delivered,
+            "dropped": st.dropped,
+            "cpu_us_per_publish": cpu / N * 1e6,
+            "cpu_us_per_delivery": cpu / max(st.delivered, 1) * 1e6,
+            "delivered_per_s": st.delivered / wall,
+            "queue_depth": st.depth,
+        }
+
+
+async def _index_miss(extra_subs: int) -> dict:
+    """Every publish goes to a topic never seen before: validation + trie walk each time."""
+    import loom
+
+    async with loom.Loom(max_topics=1000) as rt:
+        bus = rt.bus
+        for i in range(extra_subs):
+            bus.subscribe((f"other.{i}.price", f"zone.{i}.*", f"feed.{i}.>")[i % 3], qos=loom.QoS.REALTIME)
+        sub = bus.subscribe("fresh.*", qos=loom.QoS.BACKGROUND, maxsize=N)
+        event = loom.Event("tick", b"x")
+        topics = [f"fresh.t{i}" for i in range(N)]
+        c0 = time.process_time()
+        for t in topics:
+            await bus.publish(t, event)
+        cpu = time.process_time() - c0
+        assert sub.qsize() == N
+        return {"deliveries": N, "cpu_us_per_delivery": cpu / N * 1e6, "extra_subscriptions": extra_subs}
+
+
+WORKLOADS = {
+    "queue_baseline": lambda: _queue_baseline(),
+    "pub1": lambda: _fanout(1),
+    "pub10": lambda: _fanout(10),
+    "burst": lambda: _burst(),
+    "fanout_index": lambda: _fanout(1, extra_subs=10_000),
+    "index_miss_0": lambda: _index_miss(0),
+    "index_miss_10k": lambda: _index_miss(10_000),
+}
+
+
+def _worker(name: str) -> None:
+    result = asyncio.run(WORKLOADS[name]())
+    result["maxrss_mb"] = _rss_mb()
+    print(json.dumps(result))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("workloads", nargs="*", help=f"some of {', '.join(WORKLOADS)} (default: all)")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        _worker(args.worker)
+        return
+    unknown = set(args.workloads) - set(WORKLOADS)
+    if unknown:
+        ap.error(f"unknown workloads {sorted(unknown)}; choose from {list(WORKLOADS)}")
+    args.workloads = args.workloads or list(WORKLOADS)
+    results = {}
+    for name in args.workloads:
+        runs = []
+        for _ in range(args.runs):
+            out = subprocess.run(
+                [sys.executable, __file__, "--worker", name],
+                capture_output=True, text=True, check=True, env={**os.environ, "PYTHONHASHSEED": "0"},
+            )  # fmt: skip
+            runs.append(json.loads(out.stdout))
+        med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if isinstance(runs[0][k], int | float)}
+        line = {"bench": "bus", "workload": name, "runs": args.runs, **runs[0], **med}
+        line["cpu_us_per_delivery_runs"] = [round(r["cpu_us_per_delivery"], 3) for r in runs]
+        results[name] = line
+        print(json.dumps(line), flush=True)
+    if "pub1" in results and "queue_baseline" in results:
+        ratio = results["pub1"]["cpu_us_per_delivery"] / results["queue_baseline"]["cpu_us_per_delivery"]
+        print(json.dumps({"bench": "bus", "ratio": "pub1/queue_baseline", "value": round(ratio, 2)}))
+    if "pub1" in results and "fanout_index" in results:
+        ratio = results["fanout_index"]["cpu_us_per_delivery"] / results["pub1"]["cpu_us_per_delivery"]
+        print(json.dumps({"bench": "bus", "ratio": "fanout_index/pub1", "value": round(ratio, 2)}))
+    if "index_miss_0" in results and "index_miss_10k" in results:
+        ratio = results["index_miss_10k"]["cpu_us_per_delivery"] / results["index_miss_0"]["cpu_us_per_delivery"]
+        print(json.dumps({"bench": "bus", "ratio": "index_miss_10k/index_miss_0", "value": round(ratio, 2)}))
+
+
+if __name__ == "__main__":
+    main()
