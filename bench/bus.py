@@ -160,8 +160,11 @@ def main() -> None:
         for _ in range(args.runs):
             out = subprocess.run(
                 [sys.executable, __file__, "--worker", name],
-                capture_output=True, text=True, check=True, env={**os.environ, "PYTHONHASHSEED": "0"},
-            )  # fmt: skip
+                capture_output=True,
+                text=True,
+                check=True,
+                env={**os.environ, "PYTHONHASHSEED": "0"},
+            )
             runs.append(json.loads(out.stdout))
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if isinstance(runs[0][k], int | float)}
         line = {"bench": "bus", "workload": name, "runs": args.runs, **runs[0], **med}

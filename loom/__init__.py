@@ -10,7 +10,36 @@ Events in, actions out, state in the middle. Start here::
         topic, event = await sub.get()
 """
 
+from loom import collab
 from loom._version import __version__
+from loom.agents import (
+    Action,
+    AgentBehavior,
+    AgentConfig,
+    AgentDirectory,
+    AgentInfo,
+    AgentNotFound,
+    AgentRuntime,
+    AgentState,
+    CapabilityDescriptor,
+    CapabilityDirectory,
+    ManagedAgent,
+    MemoryStateStore,
+    RestartPolicy,
+    SQLiteStateStore,
+    StateStore,
+)
+from loom.collab import (
+    BarrierResult,
+    CollabTimeout,
+    ContractNetResult,
+    FanoutResult,
+    Strategy,
+    barrier,
+    contract_net,
+    fanout_fanin,
+    request_reply,
+)
 from loom.errors import (
     BackpressureTimeout,
     BrokenError,
@@ -20,6 +49,7 @@ from loom.errors import (
     NoRuntime,
     RuntimeStopped,
     SubscriptionClosed,
+    ToolError,
     UsageError,
     WouldBlock,
 )
@@ -45,12 +75,46 @@ from loom.events import (
     validate_topic,
 )
 from loom.runtime import Loom, current, run
+from loom.sdk import Agent, Capability, Context, Thread, capability
 
 __all__ = [
     # runtime
     "Loom",
     "current",
     "run",
+    # agent SDK (the seed API)
+    "Agent",
+    "Capability",
+    "Context",
+    "Thread",
+    "capability",
+    # agent runtime
+    "Action",
+    "AgentBehavior",
+    "AgentConfig",
+    "AgentDirectory",
+    "AgentInfo",
+    "AgentNotFound",
+    "AgentRuntime",
+    "AgentState",
+    "CapabilityDescriptor",
+    "CapabilityDirectory",
+    "ManagedAgent",
+    "MemoryStateStore",
+    "RestartPolicy",
+    "SQLiteStateStore",
+    "StateStore",
+    # collaboration
+    "collab",
+    "BarrierResult",
+    "CollabTimeout",
+    "ContractNetResult",
+    "FanoutResult",
+    "Strategy",
+    "barrier",
+    "contract_net",
+    "fanout_fanin",
+    "request_reply",
     # events
     "DEFAULT_TTL",
     "BusStats",
@@ -80,6 +144,7 @@ __all__ = [
     "NoRuntime",
     "RuntimeStopped",
     "SubscriptionClosed",
+    "ToolError",
     "UsageError",
     "WouldBlock",
     "__version__",

@@ -24,9 +24,13 @@ SYMBOLS = ("BTC", "ETH", "SOL", "DOGE")
 async def _scenario(rt: Loom, console: Console, ticks: int) -> None:
     bus = rt.bus
     dashboard = bus.subscribe(
-        "market.price.*", qos=QoS.REALTIME, maxsize=8, overflow="coalesce", name="dashboard",
+        "market.price.*",
+        qos=QoS.REALTIME,
+        maxsize=8,
+        overflow="coalesce",
+        name="dashboard",
         coalesce_key=lambda e: e.metadata["symbol"],
-    )  # fmt: skip
+    )
     audit = bus.subscribe("market.>", qos=QoS.BATCHED, maxsize=64, name="audit")
     analytics = bus.subscribe("market.price.*", qos=QoS.BACKGROUND, name="analytics")
     shown: list[tuple[str, float]] = []
@@ -56,9 +60,7 @@ async def _scenario(rt: Loom, console: Console, ticks: int) -> None:
     for i in range(ticks):
         sym = rng.choice(SYMBOLS)
         prices[sym] *= 1 + rng.uniform(-0.01, 0.01)
-        tick = Event.from_json(
-            "price.tick", {"usd": round(prices[sym], 2)}, source="feed", metadata={"symbol": sym}
-        )
+        tick = Event.from_json("price.tick", {"usd": round(prices[sym], 2)}, source="feed", metadata={"symbol": sym})
         await bus.publish(f"market.price.{sym}", tick)
         if i % 20 == 0:
             await asyncio.sleep(0.001)  # a real feed has gaps; the consumers run in them

@@ -19,6 +19,7 @@ __all__ = [
     "NoRuntime",
     "RuntimeStopped",
     "SubscriptionClosed",
+    "ToolError",
     "UsageError",
     "WouldBlock",
 ]
@@ -102,3 +103,22 @@ class BackpressureTimeout(LoomError, TimeoutError):
             f"publish to {topic!r} timed out after {timeout:g}s waiting for room in subscription "
             f"{subscription_id} ({delivered} deliveries made)"
         )
+
+
+class ToolError(LoomError):
+    """A capability/tool call failed. ``code`` is one of the documented codes.
+
+    Codes: ``NOT_FOUND``, ``INVALID_PARAMS``, ``CAPABILITY_ERROR`` (the callee raised),
+    ``ACTION_TIMEOUT``, ``PROVIDER_UNAVAILABLE``.
+
+    Attributes:
+        code: the error code.
+        tool: the tool or capability name.
+        details: extra str → str information (e.g. validation errors).
+    """
+
+    def __init__(self, code: str, tool: str, message: str, details: dict[str, str] | None = None) -> None:
+        self.code = code
+        self.tool = tool
+        self.details = details or {}
+        super().__init__(f"{tool}: {code}: {message}")

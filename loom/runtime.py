@@ -12,9 +12,13 @@ import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from loom._supervisor import Supervisor
+from loom.agents.directory import CapabilityDirectory
+from loom.agents.runtime import AgentRuntime
+from loom.agents.state import SQLiteStateStore, StateStore
 from loom.errors import NoRuntime, UsageError
 from loom.events.bus import EventBus
 
@@ -35,14 +39,30 @@ class Loom:
     Args:
         name: a label used in task names and reprs.
         max_topics: topics that keep their own counters on the bus (see :class:`EventBus`).
+        state: where agents' persistent state lives: a path to a SQLite file, a
+            :class:`StateStore`, or ``None`` for memory only.
+
+    Attributes:
+        bus: the :class:`EventBus`.
+        agents: the :class:`AgentRuntime` (``rt.agents[id]`` is a running agent's record).
+        directory: the :class:`AgentDirectory` of every agent, local or bridged.
+        capabilities: the :class:`CapabilityDirectory` (name:version → descriptor).
     """
 
-    def __init__(self, *, name: str = "loom", max_topics: int = 10_000) -> None:
+    def __init__(
+        self, *, name: str = "loom", max_topics: int = 10_000, state: str | Path | StateStore | None = None
+    ) -> None:
         if not isinstance(name, str) or not name:
             raise UsageError(f"Loom name must be a non-empty str, got {name!r}")
         self.name = name
         self._supervisor = Supervisor(f"loom[{name}]")
         self.bus = EventBus(supervisor=self._supervisor, max_topics=max_topics)
+        store = SQLiteStateStore(state) if isinstance(state, str | Path) else state
+        if store is not None and not isinstance(store, StateStore):
+            raise UsageError(f"state must be a path or a StateStore, got {state!r}")
+        self.agents = AgentRuntime(self, store=store)
+        self.directory = self.agents.directory
+        self.capabilities = CapabilityDirectory()
         self._state: Literal["created", "running", "stopping", "stopped"] = "created"
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -77,8 +97,10 @@ class Loom:
             return
         self._state = "stopping"
         try:
+            await self.agents.aclose()  # each agent gets on_shutdown and saves its state
             await self.bus.aclose()
             await self._supervisor.aclose()
+            self.agents.store.close()
         finally:
             self._state = "stopped"
             if self in _running:
@@ -129,9 +151,7 @@ def _report(task: asyncio.Task[Any]) -> None:
         print(f"[loom] {task.get_name()} failed: {task.exception()!r}", file=sys.stderr)
 
 
-def run(
-    main: Callable[[Loom], Awaitable[T]], /, *, nest: bool = False, **loom_options: Any
-) -> T | asyncio.Task[T]:
+def run(main: Callable[[Loom], Awaitable[T]], /, *, nest: bool = False, **loom_options: Any) -> T | asyncio.Task[T]:
     """Run ``await main(rt)`` with a started :class:`Loom` and stop it afterwards.
 
     In a script (no running loop) this blocks with ``asyncio.run`` and returns main's result.
@@ -162,9 +182,7 @@ def run(
         try:
             import nest_asyncio2
         except ImportError:
-            raise UsageError(
-                "loom.run(nest=True) needs the 'nest' extra: pip install 'loom-notebook[nest]'"
-            ) from None
+            raise UsageError("loom.run(nest=True) needs the 'nest' extra: pip install 'loom-notebook[nest]'") from None
         nest_asyncio2.apply(loop)
         return loop.run_until_complete(_main())
     task = loop.create_task(_main(), name="loom.run")

@@ -193,9 +193,7 @@ async def test_realtime_drop_oldest_keeps_the_latest(bus):
 
 
 async def test_realtime_sample_keeps_one_in_n_above_the_high_water_mark(bus):
-    sub = bus.subscribe(
-        "t", qos=QoS.REALTIME, maxsize=100, overflow=Overflow.SAMPLE, high_water=50, sample_every=5
-    )
+    sub = bus.subscribe("t", qos=QoS.REALTIME, maxsize=100, overflow=Overflow.SAMPLE, high_water=50, sample_every=5)
     for i in range(600):
         await bus.publish("t", ev(i))
     got = [int(d.event.payload) for d in await drain(sub)]

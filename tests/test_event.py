@@ -84,9 +84,7 @@ def test_non_json_payload_raises_value_error_naming_the_event():
 
 
 def test_protobuf_round_trip_keeps_every_field():
-    e = Event(
-        "x.y", b"\x00\x01", source="s", metadata={"thread_id": "t1"}, confidence=0.5, tags=["a"], priority=99
-    )
+    e = Event("x.y", b"\x00\x01", source="s", metadata={"thread_id": "t1"}, confidence=0.5, tags=["a"], priority=99)
     msg = e.to_proto()
     assert isinstance(msg, event_pb2.Event)
     wire = msg.SerializeToString()
@@ -97,9 +95,16 @@ def test_protobuf_round_trip_keeps_every_field():
 def test_proto_field_numbers_match_upstream_loom_v1():
     fields = {f.name: f.number for f in event_pb2.Event.DESCRIPTOR.fields}
     assert fields == {
-        "id": 1, "type": 2, "timestamp_ms": 3, "source": 4, "metadata": 5,
-        "payload": 6, "confidence": 7, "tags": 8, "priority": 9,
-    }  # fmt: skip
+        "id": 1,
+        "type": 2,
+        "timestamp_ms": 3,
+        "source": 4,
+        "metadata": 5,
+        "payload": 6,
+        "confidence": 7,
+        "tags": 8,
+        "priority": 9,
+    }
     assert event_pb2.Event.DESCRIPTOR.full_name == "loom.v1.Event"
     assert event_pb2.QoSLevel.Value("QOS_BATCHED") == 1
 

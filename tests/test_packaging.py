@@ -20,13 +20,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_wheel_contains_widgets_and_generated_protobuf(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (wheel,) = tmp_path.glob("loom_notebook-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    widget_files = [
-        p.relative_to(ROOT / "widgets").as_posix() for p in (ROOT / "widgets").rglob("*") if p.is_file()
-    ]
+    widget_files = [p.relative_to(ROOT / "widgets").as_posix() for p in (ROOT / "widgets").rglob("*") if p.is_file()]
     assert widget_files, "widgets/ is empty"
     for rel in widget_files:
         assert f"loom/_widgets/{rel}" in names

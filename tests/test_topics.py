@@ -66,9 +66,7 @@ def test_non_str_topics_raise_type_error(value):
         validate_pattern(value)
 
 
-@pytest.mark.parametrize(
-    ("pattern", "reason"), [("a.>.b", "last segment"), ("a.b>", "mixes"), ("a..*", "empty")]
-)
+@pytest.mark.parametrize(("pattern", "reason"), [("a.>.b", "last segment"), ("a.b>", "mixes"), ("a..*", "empty")])
 def test_bad_patterns(pattern, reason):
     with pytest.raises(InvalidTopic, match=reason):
         validate_pattern(pattern)

@@ -51,9 +51,7 @@ class EventBus:
         self._closed = False
         self._max_topics = max_topics
         self._evicted = _Route("<evicted>")
-        self._callback_tasks: weakref.WeakValueDictionary[str, asyncio.Task[Any]] = (
-            weakref.WeakValueDictionary()
-        )
+        self._callback_tasks: weakref.WeakValueDictionary[str, asyncio.Task[Any]] = weakref.WeakValueDictionary()
 
     # -- subscribe -----------------------------------------------------------------------
     def subscribe(
@@ -68,6 +66,7 @@ class EventBus:
         sample_every: int = 10,
         high_water: int | None = None,
         coalesce_key: Callable[[Event], Hashable] | None = None,
+        intercept: Callable[[Delivery], bool] | None = None,
         name: str | None = None,
     ) -> Subscription:
         """Subscribe to one pattern or several (an event matching several is queued once).
@@ -83,6 +82,9 @@ class EventBus:
             sample_every: SAMPLE policy: keep 1 in N above the high-water mark.
             high_water: SAMPLE policy: depth where sampling starts (default 80 % of maxsize).
             coalesce_key: COALESCE policy: key of an event (default: its type).
+            intercept: ``fn(delivery) -> bool`` run synchronously before queueing; ``True``
+                means it consumed the delivery (counted as delivered, never queued). Agents use
+                it so a reply their pending request awaits does not wait behind the mailbox.
             name: label for the subscription id (``sub-<n>-<name>``).
 
         Raises:
@@ -124,6 +126,8 @@ class EventBus:
             raise UsageError(f"high_water must be an int within 1..maxsize ({maxsize}), got {high_water!r}")
         if callback is not None and not callable(callback):
             raise UsageError(f"callback must be callable, got {callback!r}")
+        if intercept is not None and not callable(intercept):
+            raise UsageError(f"intercept must be callable, got {intercept!r}")
         self._next_id += 1
         sub_id = f"sub-{self._next_id}" + (f"-{name}" if name else "")
         sub = Subscription(
@@ -136,6 +140,7 @@ class EventBus:
             sample_every=sample_every,
             high_water=high_water,
             coalesce_key=coalesce_key,
+            intercept=intercept,
         )
         self._subs[sub_id] = sub
         for p in dict.fromkeys(patterns):
@@ -144,9 +149,7 @@ class EventBus:
         self._gen += 1
         if callback is not None:
             try:
-                task = self._supervisor.spawn(
-                    self._run_callback(sub, callback), name=f"loom.bus.callback:{sub_id}"
-                )
+                task = self._supervisor.spawn(self._run_callback(sub, callback), name=f"loom.bus.callback:{sub_id}")
             except BaseException:
                 self._close_subscription(sub, "closed")
                 raise

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, MutableMapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from loom.events.event import Event
 
@@ -26,8 +26,8 @@ DEFAULT_TTL = 16
 
 
 _TRACE_KEYS = ("trace_id", "span_id", "trace_flags")
-# loom-py 0.1.0a1 writes these; `loom.ttl_ms` is a time, not a hop count, so it is not mapped.
-_LEGACY_PREFIX = "loom."
+# loom-py 0.1.0a1 writes `loom.thread_id`, `loom.correlation_id`, `loom.sender`, `loom.reply_to`;
+# `loom.ttl_ms` is a time, not a hop count, so it is not mapped.
 
 
 def thread_broadcast_topic(thread_id: str) -> str:
@@ -45,20 +45,16 @@ def agent_reply_topic(agent_id: str) -> str:
     return f"agent.{agent_id}.replies"
 
 
-def _get(meta: Mapping[str, str], key: str) -> str | None:
-    value = meta.get(key)
-    if value is None:
-        value = meta.get(_LEGACY_PREFIX + key)
-    return value
-
-
-def _int(value: str | None, default: int) -> int:
-    if value is None:
-        return default
+def _int(value: str, default: int) -> int:
     try:
-        return int(value.strip())
+        return int(value)
     except ValueError:
         return default
+
+
+def _ts(value: str) -> int:
+    ts = _int(value, -1)
+    return ts if ts >= 0 else time.time_ns() // 1_000_000
 
 
 @dataclass(slots=True)
@@ -74,16 +70,14 @@ class Envelope:
     reply_to: str = ""
     ttl: int = DEFAULT_TTL
     hop: int = 0
-    ts: int = 0
+    ts: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
     trace_id: str = ""
     span_id: str = ""
     trace_flags: str = ""
 
     # -- construction --------------------------------------------------------------------
     @classmethod
-    def new(
-        cls, thread_id: str, sender: str = "", *, reply_to: str | None = None, ttl: int = DEFAULT_TTL
-    ) -> Envelope:
+    def new(cls, thread_id: str, sender: str = "", *, reply_to: str | None = None, ttl: int = DEFAULT_TTL) -> Envelope:
         """A fresh envelope: correlation = thread, reply_to = ``thread.<id>.reply`` unless given."""
         return cls(
             thread_id=thread_id,
@@ -102,19 +96,22 @@ class Envelope:
         Defaults: thread = ``fallback_id``, correlation = thread, reply_to = ``thread.<thread>.reply``,
         sender ``""``, ttl 16, hop 0, ts now.
         """
-        thread_id = _get(metadata, "thread_id") or fallback_id
-        ts = _int(_get(metadata, "ts"), -1)
-        return cls(
-            thread_id=thread_id,
-            correlation_id=_get(metadata, "correlation_id") or thread_id,
-            sender=_get(metadata, "sender") or "",
-            reply_to=_get(metadata, "reply_to") or thread_reply_topic(thread_id),
-            ttl=_int(metadata.get("ttl"), DEFAULT_TTL),
-            hop=max(_int(metadata.get("hop"), 0), 0),
-            ts=ts if ts >= 0 else time.time_ns() // 1_000_000,
-            trace_id=_get(metadata, "trace_id") or "",
-            span_id=_get(metadata, "span_id") or "",
-            trace_flags=_get(metadata, "trace_flags") or "",
+        g = metadata.get  # runs once per handled event: direct lookups, legacy keys only as fallback
+        thread_id = g("thread_id") or g("loom.thread_id") or fallback_id
+        ttl = g("ttl")
+        hop = g("hop")
+        ts = g("ts")
+        return cls(  # positional: this runs once per handled event
+            thread_id,
+            g("correlation_id") or g("loom.correlation_id") or thread_id,
+            g("sender") or g("loom.sender") or "",
+            g("reply_to") or g("loom.reply_to") or f"thread.{thread_id}.reply",
+            DEFAULT_TTL if ttl is None else _int(ttl, DEFAULT_TTL),
+            0 if hop is None else max(_int(hop, 0), 0),
+            time.time_ns() // 1_000_000 if ts is None else _ts(ts),
+            g("trace_id") or "",
+            g("span_id") or "",
+            g("trace_flags") or "",
         )
 
     @classmethod

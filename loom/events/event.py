@@ -39,8 +39,37 @@ def new_event_id() -> str:
     return f"{_id_prefix}{next(_id_counter) & 0xFFFFFFFFFFFF:012x}"
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+def _check(type: object, payload: object, priority: object, confidence: object, source: object) -> tuple[bytes, float]:
+    """Slow path of Event validation: coerce what may be coerced, else raise naming the field."""
+    if type.__class__ is not str:
+        raise TypeError(f"Event.type must be str, got {type.__class__.__name__}")
+    if not type:
+        raise ValueError("Event.type must not be empty")
+    if payload.__class__ is not bytes:
+        if isinstance(payload, bytearray | memoryview):
+            payload = bytes(payload)
+        else:
+            raise TypeError(
+                f"Event.payload must be bytes, got {payload.__class__.__name__}; "
+                "use Event.from_json() or Event.from_text() for other payloads"
+            )
+    if priority.__class__ is not int:
+        raise TypeError(f"Event.priority must be int, got {priority.__class__.__name__}")
+    if not 0 <= priority <= 100:  # type: ignore[operator]
+        raise ValueError(f"Event.priority must be within 0..100, got {priority}")
+    if not isinstance(confidence, float | int) or isinstance(confidence, bool):
+        raise TypeError(f"Event.confidence must be a float, got {confidence.__class__.__name__}")
+    if not 0.0 <= confidence <= 1.0:
+        raise ValueError(f"Event.confidence must be within 0.0..1.0, got {confidence}")
+    if source.__class__ is not str:
+        raise TypeError(f"Event.source must be str, got {source.__class__.__name__}")
+    return payload, float(confidence)  # type: ignore[return-value]
+
+
+def _bad_metadata(key: object, value: object) -> None:
+    if key.__class__ is not str:
+        raise TypeError(f"Event.metadata keys must be str, got {key!r}")
+    raise TypeError(f"Event.metadata must map str to str; key {key!r} has a {value.__class__.__name__} value {value!r}")
 
 
 class Event:
@@ -63,6 +92,7 @@ class Event:
     """
 
     __slots__ = (
+        "_env",
         "confidence",
         "id",
         "metadata",
@@ -73,6 +103,8 @@ class Event:
         "timestamp_ms",
         "type",
     )
+    FIELDS = ("id", "type", "timestamp_ms", "source", "metadata", "payload", "confidence", "tags", "priority")
+    """The protobuf fields, in field-number order."""
 
     def __init__(
         self,
@@ -87,38 +119,23 @@ class Event:
         tags: Iterable[str] = (),
         priority: int = 50,
     ) -> None:
-        if type.__class__ is not str:
-            raise TypeError(f"Event.type must be str, got {type.__class__.__name__}")
-        if not type:
-            raise ValueError("Event.type must not be empty")
-        if payload.__class__ is not bytes:
-            if isinstance(payload, bytearray | memoryview):
-                payload = bytes(payload)
-            else:
-                raise TypeError(
-                    f"Event.payload must be bytes, got {payload.__class__.__name__}; "
-                    "use Event.from_json() or Event.from_text() for other payloads"
-                )
-        if priority.__class__ is not int:
-            raise TypeError(f"Event.priority must be int, got {priority.__class__.__name__}")
-        if not 0 <= priority <= 100:
-            raise ValueError(f"Event.priority must be within 0..100, got {priority}")
-        if not isinstance(confidence, float | int) or isinstance(confidence, bool):
-            raise TypeError(f"Event.confidence must be a float, got {confidence.__class__.__name__}")
-        if not 0.0 <= confidence <= 1.0:
-            raise ValueError(f"Event.confidence must be within 0.0..1.0, got {confidence}")
-        if source.__class__ is not str:
-            raise TypeError(f"Event.source must be str, got {source.__class__.__name__}")
+        # Fast path: one cheap test per field; the slow path (_check) explains what is wrong.
+        if (
+            type.__class__ is not str
+            or not type
+            or payload.__class__ is not bytes
+            or priority.__class__ is not int
+            or not 0 <= priority <= 100
+            or confidence.__class__ is not float
+            or not 0.0 <= confidence <= 1.0
+            or source.__class__ is not str
+        ):
+            payload, confidence = _check(type, payload, priority, confidence, source)
         if metadata:
             metadata = dict(metadata)
             for k, v in metadata.items():
                 if k.__class__ is not str or v.__class__ is not str:
-                    raise TypeError(
-                        f"Event.metadata must map str to str; key {k!r} has a "
-                        f"{v.__class__.__name__} value {v!r}"
-                        if k.__class__ is str
-                        else f"Event.metadata keys must be str, got {k!r}"
-                    )
+                    _bad_metadata(k, v)
         else:
             metadata = {}
         if tags:
@@ -129,11 +146,11 @@ class Event:
         else:
             tags = []
         if id is None:
-            id = new_event_id()
+            id = f"{_id_prefix}{next(_id_counter) & 0xFFFFFFFFFFFF:012x}"
         elif id.__class__ is not str or not id:
             raise TypeError(f"Event.id must be a non-empty str, got {id!r}")
         if timestamp_ms is None:
-            timestamp_ms = _now_ms()
+            timestamp_ms = time.time_ns() // 1_000_000
         elif timestamp_ms.__class__ is not int:
             raise TypeError(f"Event.timestamp_ms must be int, got {timestamp_ms.__class__.__name__}")
         self.id = id
@@ -142,9 +159,10 @@ class Event:
         self.source = source
         self.metadata: dict[str, str] = metadata
         self.payload = payload
-        self.confidence = float(confidence)
+        self.confidence = confidence
         self.tags: list[str] = tags
         self.priority = priority
+        self._env = None  # the parsed Envelope, cached by the agent runtime for the handled event
 
     # -- constructors --------------------------------------------------------------------
     @classmethod
@@ -196,9 +214,24 @@ class Event:
 
     def replace(self, **changes: Any) -> Event:
         """A copy with ``changes`` applied (validated like the constructor). ``id`` is kept."""
-        fields = {name: getattr(self, name) for name in self.__slots__}
+        fields = {name: getattr(self, name) for name in self.FIELDS}
         fields.update(changes)
         return Event(fields.pop("type"), fields.pop("payload"), **fields)
+
+    def _with_metadata(self, metadata: dict[str, str]) -> Event:
+        """A copy carrying ``metadata`` (already str → str), skipping validation: runtime hot path."""
+        new = object.__new__(Event)
+        new.id = self.id
+        new.type = self.type
+        new.timestamp_ms = self.timestamp_ms
+        new.source = self.source
+        new.metadata = metadata
+        new.payload = self.payload
+        new.confidence = self.confidence
+        new.tags = self.tags
+        new.priority = self.priority
+        new._env = None
+        return new
 
     # -- protobuf ------------------------------------------------------------------------
     def to_proto(self) -> Any:
@@ -240,7 +273,7 @@ class Event:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Event):
             return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+        return all(getattr(self, n) == getattr(other, n) for n in self.FIELDS)
 
     __hash__ = None  # type: ignore[assignment]  # mutable containers inside
 

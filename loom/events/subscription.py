@@ -39,6 +39,7 @@ class Subscription(DeliveryQueue):
         "_dropped",
         "_handler_errors",
         "_hw",
+        "_intercept",
         "_overflow",
         "_patterns",
         "_sample_every",
@@ -59,6 +60,7 @@ class Subscription(DeliveryQueue):
         sample_every: int,
         high_water: int,
         coalesce_key: Callable[[Event], Hashable] | None,
+        intercept: Callable[[Delivery], bool] | None = None,
     ) -> None:
         super().__init__(sub_id, maxsize)
         self._bus = bus
@@ -70,6 +72,7 @@ class Subscription(DeliveryQueue):
         self._handler_errors = 0
         self._sample_every = sample_every
         self._sample_seen = 0
+        self._intercept = intercept
         # Below `_hw` an offer is one append; at or above it `_offer_slow` applies the policy.
         if qos is QoS.REALTIME and overflow is Overflow.COALESCE:
             self._keys = {}
@@ -145,6 +148,9 @@ class Subscription(DeliveryQueue):
     # -- producer side (called by the bus) -----------------------------------------------
     def _offer(self, item: Delivery, route: _Route) -> int:
         """Queue without waiting: 1 = queued, 0 = dropped, -1 = full, the caller must wait."""
+        if self._intercept is not None and self._intercept(item):
+            self._delivered += 1  # consumed before queueing (e.g. a reply a request awaits)
+            return 1
         q = self._queue
         depth = len(q)
         if depth < self._hw:

@@ -1,0 +1,292 @@
+"""request/reply, fan-out/fan-in and barrier over envelope topics.
+
+Every step is an event on the bus (``collab.request``, ``collab.reply``, ``collab.barrier.*``,
+``collab.timeout``, ``collab.summary``), so an inspector can draw the sequence. Every
+subscription a primitive opens is closed when it returns, times out or is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from loom.collab.inbox import AgentInbox, Inbox, ReplyCollector, TopicInbox
+from loom.collab.strategy import BarrierResult, CollabTimeout, FanoutResult, Strategy
+from loom.errors import UsageError
+from loom.events.envelope import Envelope, thread_reply_topic
+from loom.events.event import Event, new_event_id
+from loom.events.qos import QoS
+from loom.events.topics import validate_topic
+
+if TYPE_CHECKING:
+    from loom.agents.runtime import AgentRuntime, ManagedAgent
+    from loom.events.bus import EventBus
+
+__all__ = ["Collaborator", "make_event"]
+
+
+def make_event(type: str, payload: Any = None, **fields: Any) -> Event:
+    """An event from a payload: bytes as-is, str as UTF-8 text, anything else as JSON (None → empty)."""
+    if payload.__class__ is bytes:
+        return Event(type, payload, **fields)
+    if payload is None:
+        return Event(type, b"", **fields)
+    if isinstance(payload, bytes | bytearray):
+        return Event(type, bytes(payload), **fields)
+    if isinstance(payload, str):
+        return Event.from_text(type, payload, **fields)
+    return Event.from_json(type, payload, **fields)
+
+
+_REPLY = frozenset(("collab.reply",))
+_TAGS = ("collab",)
+
+
+def _check_timeout(timeout: float) -> float:
+    if timeout.__class__ is float and timeout > 0:
+        return timeout
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise UsageError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    return float(timeout)
+
+
+def _got_one(collector: ReplyCollector) -> bool:
+    return bool(collector.events)
+
+
+class Collaborator:
+    """Runs the primitives for one participant (``sender``), on a bus.
+
+    With ``agent`` (inside an agent's handler) replies come through the agent's mailbox hook
+    and what it publishes is stamped by the agent runtime; otherwise through a temporary
+    subscription on the thread's reply topic.
+    """
+
+    def __init__(
+        self,
+        bus: EventBus,
+        sender: str,
+        *,
+        agents: AgentRuntime | None = None,
+        agent: ManagedAgent | None = None,
+    ) -> None:
+        self.bus = bus
+        self.sender = sender
+        self._agents = agents
+        self._agent = agent
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _inbox(self, thread_id: str) -> Inbox:
+        if self._agent is not None and self._agent.status == "running":
+            return AgentInbox(self._agent)
+        return TopicInbox(self.bus, thread_id)
+
+    async def publish(self, topic: str, event: Event, envelope: Envelope) -> int:
+        """Publish a freshly built ``event`` with ``envelope`` as this participant."""
+        if self._agents is not None and self._agent is not None:
+            return await self._agents.publish_as(self._agent.id, topic, event, envelope=envelope, _fresh=True)
+        envelope.sender = self.sender
+        md = dict(event.metadata)
+        envelope.apply_to(md)
+        return await self.bus.publish(topic, event._with_metadata(md))
+
+    def note(self, thread_id: str, type: str, **metadata: str) -> None:
+        """An observability event on ``thread.<id>.reply`` (never blocks the primitive)."""
+        md = {"thread_id": thread_id, "correlation_id": thread_id, "sender": self.sender, **metadata}
+        self.bus.publish_nowait(
+            thread_reply_topic(thread_id),
+            Event(type, source=self.sender, metadata=md, tags=["collab"], priority=40),
+        )
+
+    # -- request / reply -----------------------------------------------------------------
+    async def request_reply(
+        self,
+        topic: str,
+        payload: Any = None,
+        *,
+        timeout: float = 5.0,
+        thread_id: str | None = None,
+        type: str = "collab.request",
+        raise_on_timeout: bool = False,
+    ) -> Event | None:
+        """Publish one request on ``topic`` and return the first correlated ``collab.reply``.
+
+        Returns ``None`` on timeout (after publishing ``collab.timeout``), or raises
+        :class:`CollabTimeout` when ``raise_on_timeout``.
+        """
+        timeout = _check_timeout(timeout)  # the topic is validated by publish (before anything waits)
+        thread_id = thread_id or f"req-{new_event_id()}"
+        cid = new_event_id()
+        collector = ReplyCollector({cid: topic}, _REPLY, _got_one)
+        inbox = self._inbox(thread_id)
+        try:
+            inbox.add(collector)
+            env = Envelope(thread_id, cid, "", inbox.reply_to)
+            await self.publish(topic, make_event(type, payload, source=self.sender, tags=_TAGS), env)
+            if await collector.wait(timeout):
+                return collector.events[0]
+        finally:
+            inbox.close()
+        self.note(thread_id, "collab.timeout", reason="request_reply_timeout", topic=topic)
+        if raise_on_timeout:
+            raise CollabTimeout("request_reply", thread_id, f"no reply on {topic!r} within {timeout:g}s")
+        return None
+
+    # -- fan-out / fan-in ----------------------------------------------------------------
+    async def fanout_fanin(
+        self,
+        topics: Sequence[str],
+        payload: Any = None,
+        *,
+        strategy: Strategy | str | tuple[str, int] = "all",
+        timeout: float = 5.0,
+        thread_id: str | None = None,
+        type: str = "collab.request",
+        raise_on_timeout: bool = False,
+    ) -> FanoutResult:
+        """Send one request per topic, collect correlated replies by ``strategy`` until ``timeout``.
+
+        Partial results are returned, not raised (unless ``raise_on_timeout`` and unsatisfied).
+        """
+        if isinstance(topics, str):
+            raise UsageError("fanout_fanin needs a list of topics, not a single string")
+        targets = tuple(topics)
+        if not targets:
+            raise UsageError("fanout_fanin needs at least one topic")
+        for t in targets:
+            validate_topic(t)
+        strat = Strategy.parse(strategy)
+        timeout = _check_timeout(timeout)
+        thread_id = thread_id or f"fan-{new_event_id()}"
+        cids = {f"{thread_id}:{i}": t for i, t in enumerate(targets)}
+        n = len(targets)
+        collector = ReplyCollector(cids, _REPLY, lambda c: strat.done(len(c.events), c.answered, n))
+        start = time.monotonic()
+        inbox = self._inbox(thread_id)
+        try:
+            inbox.add(collector)
+            for cid, topic in cids.items():
+                env = Envelope(thread_id=thread_id, correlation_id=cid, reply_to=inbox.reply_to)
+                await self.publish(topic, make_event(type, payload, source=self.sender, tags=["collab"]), env)
+            await collector.wait(max(timeout - (time.monotonic() - start), 0.0) or 1e-3)
+        finally:
+            inbox.close()
+        replied = {collector.targets[c] for c in collector.per_cid}
+        satisfied = strat.satisfied(len(collector.events), collector.answered, n)
+        result = FanoutResult(
+            thread_id=thread_id,
+            strategy=strat,
+            targets=targets,
+            replies=list(collector.events),
+            responders=[e.metadata.get("sender", "") for e in collector.events],
+            reply_topics=list(collector.labels),
+            answered=tuple(t for t in targets if t in replied),
+            missing=tuple(t for t in targets if t not in replied),
+            satisfied=satisfied,
+            elapsed_s=time.monotonic() - start,
+        )
+        self.note(
+            thread_id,
+            "collab.summary",
+            received=str(len(result.replies)),
+            strategy=str(strat),
+            satisfied=str(satisfied).lower(),
+        )
+        if not satisfied:
+            self.note(thread_id, "collab.timeout", reason="fanout_timeout", missing=",".join(result.missing))
+            if raise_on_timeout:
+                raise CollabTimeout(
+                    "fanout_fanin", thread_id, f"strategy {strat} not met; missing {list(result.missing)}"
+                )
+        return result
+
+    # -- barrier -------------------------------------------------------------------------
+    async def barrier(
+        self,
+        name: str,
+        parties: int | Iterable[str],
+        *,
+        timeout: float = 10.0,
+        participant: str | None = None,
+        raise_on_timeout: bool = False,
+    ) -> BarrierResult:
+        """Wait until ``parties`` participants (a count, or their names) called ``barrier(name, ...)``.
+
+        Each participant announces itself on ``collab.barrier.<name>``; a participant already
+        waiting answers a newcomer with ``present``, so late arrivals learn who is there.
+        """
+        me = participant or self.sender
+        topic = f"collab.barrier.{name}"
+        validate_topic(topic)
+        timeout = _check_timeout(timeout)
+        named = None if isinstance(parties, int) else tuple(dict.fromkeys(parties))
+        need = parties if isinstance(parties, int) else len(named or ())
+        if need < 1:
+            raise UsageError(f"a barrier needs at least one party, got {parties!r}")
+        if named is not None and me not in named:
+            raise UsageError(f"participant {me!r} is not one of the barrier's parties {list(named)}")
+        arrived: dict[str, None] = {}
+        start = time.monotonic()
+        sub = self.bus.subscribe(
+            topic,
+            qos=QoS.BATCHED,
+            maxsize=max(64, 4 * need),
+            types=("collab.barrier.arrive", "collab.barrier.present"),
+            name="barrier",
+        )
+
+        def complete() -> bool:
+            return all(p in arrived for p in named) if named is not None else len(arrived) >= need
+
+        async def announce(kind: str) -> None:
+            md = {"participant": me, "barrier": name, "parties": str(need)}
+            ev = Event(f"collab.barrier.{kind}", source=self.sender, metadata=md, tags=["collab"])
+            await self.bus.publish(topic, ev)
+
+        try:
+            await announce("arrive")
+            async with asyncio.timeout(timeout):
+                while not complete():
+                    _, ev = await sub.get()
+                    who = ev.metadata.get("participant", "")
+                    if not who:
+                        continue
+                    new = who not in arrived
+                    arrived[who] = None
+                    if new and who != me and ev.type == "collab.barrier.arrive":
+                        await announce("present")
+        except TimeoutError:
+            pass
+        finally:
+            sub.close()
+        ok = complete()
+        missing = tuple(p for p in named if p not in arrived) if named is not None else ()
+        result = BarrierResult(
+            name=name,
+            parties=need,
+            arrived=tuple(sorted(arrived)),
+            missing=missing,
+            ok=ok,
+            elapsed_s=time.monotonic() - start,
+        )
+        if not ok:
+            detail = f"missing {list(missing)}" if named is not None else f"{len(arrived)} of {need} arrived"
+            self.bus.publish_nowait(
+                topic,
+                Event(
+                    "collab.timeout",
+                    source=self.sender,
+                    tags=["collab"],
+                    metadata={
+                        "reason": "barrier_timeout",
+                        "barrier": name,
+                        "participant": me,
+                        "detail": detail,
+                    },
+                ),
+            )
+            if raise_on_timeout:
+                raise CollabTimeout("barrier", name, detail)
+        return result

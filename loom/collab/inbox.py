@@ -1,0 +1,131 @@
+"""Where replies arrive while a primitive waits for them.
+
+A :class:`ReplyCollector` accepts deliveries whose ``correlation_id`` it expects. It is fed by
+one of two inboxes: inside an agent, the agent's own mailbox intercepts correlated replies
+(reply_to = ``agent.<id>.replies``: no extra subscription, and the reply does not wait behind
+the handler that awaits it); elsewhere, a temporary subscription on ``thread.<id>.reply``,
+closed when the primitive ends (also on timeout and cancellation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from loom.events.envelope import thread_reply_topic
+from loom.events.event import Event
+from loom.events.qos import QoS
+from loom.events.queue import Delivery
+
+if TYPE_CHECKING:
+    from loom.agents.runtime import ManagedAgent
+    from loom.events.bus import EventBus
+
+__all__ = ["AgentInbox", "Inbox", "ReplyCollector", "TopicInbox"]
+
+
+class ReplyCollector:
+    """Gathers replies for a set of correlation ids until ``done(collector)`` or a deadline."""
+
+    __slots__ = ("_done", "_fut", "_types", "events", "labels", "per_cid", "targets")
+
+    def __init__(
+        self,
+        targets: dict[str, str],
+        types: Iterable[str],
+        done: Callable[[ReplyCollector], bool],
+    ) -> None:
+        self.targets = targets  # correlation id -> label (e.g. the topic a request went to)
+        self._types = types if isinstance(types, frozenset) else frozenset(types)
+        self._done = done
+        self.events: list[Event] = []
+        self.labels: list[str] = []
+        self.per_cid: dict[str, int] = {}
+        self._fut: asyncio.Future[None] | None = None
+
+    def offer(self, item: Delivery) -> bool:
+        event = item.event
+        cid = event.metadata.get("correlation_id")
+        if cid not in self.targets or event.type not in self._types:
+            return False
+        self.events.append(event)
+        self.labels.append(self.targets[cid])
+        self.per_cid[cid] = self.per_cid.get(cid, 0) + 1
+        fut = self._fut
+        if fut is not None and not fut.done() and self._done(self):
+            fut.set_result(None)
+        return True
+
+    @property
+    def answered(self) -> int:
+        return len(self.per_cid)
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait until done (True) or ``timeout`` seconds pass (False)."""
+        if self._done(self):
+            return True
+        loop = asyncio.get_running_loop()
+        fut = self._fut = loop.create_future()
+        timer = loop.call_at(loop.time() + timeout, _expire, fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._fut = None
+        return self._done(self)
+
+
+def _expire(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Inbox:
+    """Routes correlated replies to collectors; ``reply_to`` is where repliers should publish."""
+
+    reply_to: str
+
+    def add(self, collector: ReplyCollector) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class AgentInbox(Inbox):
+    """Replies are taken off the agent's mailbox by its intercept hook."""
+
+    def __init__(self, agent: ManagedAgent) -> None:
+        self._agent = agent
+        self._cids: list[str] = []
+        self.reply_to = agent.reply_topic
+
+    def add(self, collector: ReplyCollector) -> None:
+        for cid in collector.targets:
+            self._agent.pending[cid] = collector.offer
+            self._cids.append(cid)
+
+    def close(self) -> None:
+        for cid in self._cids:
+            self._agent.forget_pending(cid)
+        self._cids.clear()
+
+
+class TopicInbox(Inbox):
+    """A temporary subscription on ``thread.<id>.reply`` whose intercept feeds the collectors."""
+
+    def __init__(self, bus: EventBus, thread_id: str) -> None:
+        self.reply_to = thread_reply_topic(thread_id)
+        self._collectors: list[ReplyCollector] = []
+        # Replies are consumed by the intercept; anything else (summaries, strays) is dropped.
+        self._sub = bus.subscribe(self.reply_to, qos=QoS.REALTIME, maxsize=1, intercept=self._route, name="collab")
+
+    def _route(self, item: Delivery) -> bool:
+        return any(c.offer(item) for c in self._collectors)
+
+    def add(self, collector: ReplyCollector) -> None:
+        self._collectors.append(collector)
+
+    def close(self) -> None:
+        self._sub.close()

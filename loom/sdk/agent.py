@@ -1,0 +1,146 @@
+"""Agent: the user-facing way to put a handler on the bus.
+
+agent = Agent("planner", topics=["topic.plan"], on_event=handler)
+await agent.start()          # joins loom.current() (or runtime=...)
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from loom.agents.runtime import RestartPolicy
+from loom.errors import UsageError
+from loom.events.topics import validate_pattern
+from loom.sdk.capability import Capability, get_capability
+from loom.sdk.context import Context
+
+if TYPE_CHECKING:
+    from loom.agents.state import AgentState
+    from loom.events.event import Event
+    from loom.runtime import Loom
+    from loom.sdk.transport import Transport
+
+__all__ = ["Agent", "Handler"]
+
+Handler = Callable[[Context, str, "Event"], Awaitable[None] | None]
+
+
+class Agent:
+    """An agent: an id, the topics it listens to, the capabilities it offers, and a handler.
+
+    Args:
+        agent_id: unique in its runtime; one topic segment (no dots, no spaces).
+        topics: subscription patterns (``*`` and trailing ``>`` allowed).
+        capabilities: functions decorated with ``@capability``.
+        on_event: ``async def on_event(ctx, topic, event)`` (a sync function works too).
+        address: ``host:port`` of a Loom bridge (another process); not given = this process.
+        runtime: the :class:`loom.Loom` to join (default ``loom.current()`` at start).
+        mailbox_size: events queued before publishers wait (BATCHED backpressure).
+        restart: failure policy (default: more than 5 errors in 60 s → ``failed``).
+    """
+
+    def __init__(
+        self,
+        agent_id: str,
+        topics: Iterable[str] = (),
+        capabilities: Iterable[Any] = (),
+        on_event: Handler | None = None,
+        *,
+        address: str | None = None,
+        runtime: Loom | None = None,
+        mailbox_size: int = 1000,
+        restart: RestartPolicy | None = None,
+    ) -> None:
+        if not isinstance(agent_id, str) or not agent_id or "." in agent_id or agent_id.split() != [agent_id]:
+            raise UsageError(f"agent id must be a non-empty str without dots or spaces, got {agent_id!r}")
+        if isinstance(topics, str):
+            raise UsageError(f"topics must be a list of patterns, not the string {topics!r}")
+        self.topics = tuple(dict.fromkeys(topics))
+        for t in self.topics:
+            validate_pattern(t)
+        self.capabilities: tuple[Capability, ...] = tuple(get_capability(c) for c in capabilities)
+        if on_event is not None and not callable(on_event):
+            raise UsageError(f"on_event must be a function (ctx, topic, event), got {on_event!r}")
+        if on_event is not None:
+            params = [
+                p
+                for p in inspect.signature(on_event).parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            ]
+            if len(params) < 3 and not any(
+                p.kind == p.VAR_POSITIONAL for p in inspect.signature(on_event).parameters.values()
+            ):
+                raise UsageError(
+                    f"on_event {getattr(on_event, '__qualname__', on_event)!r} must accept (ctx, topic, event)"
+                )
+        if address is not None:
+            raise UsageError(
+                f"Agent({agent_id!r}, address={address!r}): the gRPC bridge transport is not available in this "
+                "version; run the agent in the process of its runtime (omit address)"
+            )
+        self.agent_id = agent_id
+        self.on_event = on_event
+        self.mailbox_size = mailbox_size
+        self.restart = restart
+        self._runtime = runtime
+        self._transport: Transport | None = None
+        self.ctx = Context(self)
+
+    @property
+    def running(self) -> bool:
+        return self._transport is not None
+
+    @property
+    def state(self) -> AgentState:
+        """The agent's state (persistent and ephemeral parts)."""
+        if self._transport is None:
+            raise UsageError(f"agent {self.agent_id!r} is not started")
+        return self._transport.state(self)
+
+    async def start(self) -> Agent:
+        """Join the runtime and start handling events. Re-starting a running agent is a no-op.
+
+        An agent with the same id already in the runtime (e.g. from a previous run of a notebook
+        cell) is replaced.
+
+        Raises:
+            NoRuntime: no ``runtime=`` given and none is running in this process.
+        """
+        if self._transport is not None:
+            return self
+        from loom.runtime import current
+        from loom.sdk.transport import LocalTransport
+
+        rt = self._runtime or current()
+        transport = LocalTransport(rt)
+        self._transport = transport
+        try:
+            await transport.attach(self)
+        except BaseException:
+            self._transport = None
+            raise
+        return self
+
+    async def stop(self) -> None:
+        """Leave the runtime (the current handler is cancelled). Idempotent."""
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            await transport.detach(self)
+
+    async def _on_shutdown(self) -> None:
+        """Hook for subclasses: called once when the agent stops."""
+
+    async def emit(self, topic: str, payload: Any = None, *, type: str = "message", **kw: Any) -> int:
+        """Publish as this agent from outside a handler (a notebook cell, a test)."""
+        return await self.ctx.emit(topic, payload, type=type, **kw)
+
+    async def __aenter__(self) -> Agent:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def __repr__(self) -> str:
+        return f"<Agent {self.agent_id} topics={list(self.topics)} {'running' if self.running else 'stopped'}>"
