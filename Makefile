@@ -28,19 +28,21 @@ lab: $(STAMP)
 		$$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 demo: $(STAMP)
+	$(PY) examples/trio.py
 	$(VENV)/bin/loom demo
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check loom tests bench
-	$(VENV)/bin/ruff format --check loom tests bench
+	$(VENV)/bin/ruff check loom tests bench examples
+	$(VENV)/bin/ruff format --check loom tests bench examples
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check --fix loom tests bench
-	$(VENV)/bin/ruff format loom tests bench
+	$(VENV)/bin/ruff check --fix loom tests bench examples
+	$(VENV)/bin/ruff format loom tests bench examples
 
 bench: $(STAMP)
 	$(PY) bench/bus.py
+	$(PY) bench/rpc.py
 
 proto: $(STAMP)
 	$(PY) -m loom.bridge.protogen

@@ -40,7 +40,12 @@ class Supervisor:
         if self._closed:
             coro.close()
             raise RuntimeStopped(f"{self.name} is stopped; cannot start task {name!r}")
-        task = asyncio.get_running_loop().create_task(coro, name=name)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            coro.close()  # never leave an un-awaited coroutine behind
+            raise RuntimeError(f"cannot start task {name!r}: no running event loop in this thread") from None
+        task = loop.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._done)
         return task

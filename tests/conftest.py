@@ -40,3 +40,10 @@ async def drain(sub: loom.Subscription) -> list[loom.Delivery]:
     while sub.qsize():
         out.append(sub.get_nowait())
     return out
+
+
+async def until(cond, timeout: float = 2.0) -> None:
+    """Wait until ``cond()`` holds (the one polling helper: for counters that have no event)."""
+    async with asyncio.timeout(timeout):
+        while not cond():  # noqa: ASYNC110 - polls plain counters; bounded by the timeout
+            await asyncio.sleep(0.001)

@@ -126,7 +126,9 @@ class AgentRuntime:
         return agent
 
     async def start(self, agent_id: str) -> ManagedAgent:
-        """Open the mailbox and start handling events (``running``). Idempotent while running.
+        """Open the mailbox, run ``on_init``, start handling events (``running``). Idempotent while running.
+
+        If ``on_init`` raises, the agent is ``failed`` (reported on ``agent.<id>.error``).
 
         Raises:
             AgentNotFound: unknown id.
@@ -144,6 +146,14 @@ class AgentRuntime:
         )
         agent.status = "running"
         agent._failures.clear()
+        try:  # start means ready: on_init has run when start() returns (events meanwhile are queued)
+            on_init = getattr(agent.behavior, "on_init", None)
+            if on_init is not None:
+                await _maybe_await(on_init(agent.config))
+        except Exception as exc:  # noqa: BLE001 - on_init is user code: contained, reported
+            self._record_failure(agent, "", None, exc, fatal=True)
+            await self._halt(agent, "failed")
+            return agent
         agent.task = self._loom.spawn(self._run(agent), name=f"loom.agents.run:{agent_id}")
         self.directory.update(agent_id, status="active")
         self._notify("agent.started", agent)
@@ -261,6 +271,9 @@ class AgentRuntime:
         agent = self._agents.get(agent_id) or self[agent_id]
         if _fresh and envelope is not None:
             envelope.sender = agent.sender
+            parent = agent.current
+            if parent is not None and envelope.hop == 0 and parent._env is not None:
+                envelope.ttl, envelope.hop = parent._env.ttl, parent._env.hop  # causal: inherit the budget
             envelope.apply_to(event.metadata)
         else:
             event = self.stamp(agent, event, envelope)
@@ -269,17 +282,9 @@ class AgentRuntime:
 
     # -- the actor loop ------------------------------------------------------------------
     async def _run(self, agent: ManagedAgent) -> None:
-        behavior, state, mailbox = agent.behavior, agent.state, agent.mailbox
+        state, mailbox = agent.state, agent.mailbox
         assert mailbox is not None
-        try:
-            on_init = getattr(behavior, "on_init", None)
-            if on_init is not None:
-                await _maybe_await(on_init(agent.config))
-        except Exception as exc:  # noqa: BLE001 - on_init is user code: contained
-            self._record_failure(agent, "", None, exc, fatal=True)
-            await self._halt(agent, "failed")
-            return
-        on_event = behavior.on_event
+        on_event = agent.behavior.on_event
         async for topic, event in mailbox:
             md = event.metadata
             env = Envelope.from_metadata(md, event.id)

@@ -28,7 +28,7 @@ __all__ = ["AgentInbox", "Inbox", "ReplyCollector", "TopicInbox"]
 class ReplyCollector:
     """Gathers replies for a set of correlation ids until ``done(collector)`` or a deadline."""
 
-    __slots__ = ("_done", "_fut", "_types", "events", "labels", "per_cid", "targets")
+    __slots__ = ("_complete", "_done", "_fut", "_types", "events", "labels", "per_cid", "targets")
 
     def __init__(
         self,
@@ -43,18 +43,23 @@ class ReplyCollector:
         self.labels: list[str] = []
         self.per_cid: dict[str, int] = {}
         self._fut: asyncio.Future[None] | None = None
+        self._complete = False
 
     def offer(self, item: Delivery) -> bool:
         event = item.event
         cid = event.metadata.get("correlation_id")
         if cid not in self.targets or event.type not in self._types:
             return False
+        if self._complete:  # enough already: later replies of this exchange are consumed, not kept
+            return True
         self.events.append(event)
         self.labels.append(self.targets[cid])
         self.per_cid[cid] = self.per_cid.get(cid, 0) + 1
-        fut = self._fut
-        if fut is not None and not fut.done() and self._done(self):
-            fut.set_result(None)
+        if self._done(self):
+            self._complete = True
+            fut = self._fut
+            if fut is not None and not fut.done():
+                fut.set_result(None)
         return True
 
     @property

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from loom.agents.directory import CapabilityDescriptor
 from loom.collab.collaborator import Collaborator
+from loom.errors import LoomError
 from loom.events.envelope import Envelope
 from loom.events.event import Event
 from loom.sdk.capability import invoke_capability
@@ -98,7 +99,9 @@ class LocalTransport:
                 input_schema=cap.schema,
             )
             self.rt.capabilities.add(desc, cap)
-        await agents.start(agent.agent_id)
+        managed = await agents.start(agent.agent_id)
+        if managed.status == "failed":
+            raise LoomError(f"agent {agent.agent_id!r} failed to start: {managed.last_error}")
 
     async def detach(self, agent: Agent) -> None:
         managed = self.rt.agents.get(agent.agent_id)
