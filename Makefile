@@ -9,7 +9,12 @@ STAMP := $(VENV)/.loom-installed
 LAB_PORT ?= 8888
 PYTEST_ARGS ?=
 
-.PHONY: lab demo test lint bench proto venv clean
+.PHONY: lab demo test lint bench proto venv sysdeps clean
+
+# System packages the tests need (Debian): a real browser for the widget test. Installed only
+# when missing; `apt-get update` first, as a fresh machine's package lists may be empty.
+SYSDEPS_BIN := chromium
+SYSDEPS_PKG := chromium fonts-dejavu-core
 
 $(PY):
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 required"; exit 1; }
@@ -22,6 +27,14 @@ $(STAMP): pyproject.toml | $(PY)
 
 venv: $(STAMP)
 
+sysdeps:
+	@missing=""; for b in $(SYSDEPS_BIN); do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages ($(SYSDEPS_PKG)) for:$$missing"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $(SYSDEPS_PKG); \
+	fi
+
 lab: $(STAMP)
 	@echo "JupyterLab on notebooks/ at http://127.0.0.1:$(LAB_PORT)/lab (the token is in the URL printed below)"
 	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=$(LAB_PORT) --ServerApp.root_dir=notebooks \
@@ -31,10 +44,10 @@ demo: $(STAMP)
 	$(PY) examples/trio.py
 	$(VENV)/bin/loom demo
 
-test: $(STAMP)
+test: $(STAMP) sysdeps
 	$(VENV)/bin/ruff check loom tests bench examples
 	$(VENV)/bin/ruff format --check loom tests bench examples
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --nbmake tests notebooks $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check --fix loom tests bench examples

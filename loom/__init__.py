@@ -149,3 +149,25 @@ __all__ = [
     "WouldBlock",
     "__version__",
 ]
+
+_NOTEBOOK = {"BusInspector", "AgentInspector", "ContextInspector", "TraceTimeline", "Topology"}
+
+
+def __getattr__(name: str) -> object:
+    # The inspectors pull in anywidget and ipywidgets: import them only when asked for.
+    if name in _NOTEBOOK:
+        from loom import notebook
+
+        return getattr(notebook, name)
+    raise AttributeError(f"module 'loom' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext loom``: register the ``%loom`` magics."""
+    from loom.notebook.magics import LoomMagics
+
+    ipython.register_magics(LoomMagics)  # type: ignore[attr-defined]
+
+
+def unload_ipython_extension(ipython: object) -> None:
+    """``%unload_ext loom``: nothing to undo beyond the magics; the runtime keeps running."""

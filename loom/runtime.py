@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -65,6 +66,7 @@ class Loom:
         self.capabilities = CapabilityDirectory()
         self._state: Literal["created", "running", "stopping", "stopped"] = "created"
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._started_at = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------
     @property
@@ -82,11 +84,20 @@ class Loom:
         Raises:
             UsageError: the runtime was already stopped (create a new one).
         """
+        return self.start_nowait()
+
+    def start_nowait(self) -> Loom:
+        """:meth:`start` for synchronous callers on the running loop (e.g. a notebook magic).
+
+        Raises:
+            UsageError: already stopped. RuntimeError: no running event loop in this thread.
+        """
         if self._state == "running":
             return self
         if self._state != "created":
             raise UsageError(f"runtime {self.name!r} is {self._state}; create a new Loom to start again")
         self._loop = asyncio.get_running_loop()
+        self._started_at = time.monotonic()
         self._state = "running"
         _running.append(self)
         return self
@@ -96,6 +107,8 @@ class Loom:
         if self._state in ("stopping", "stopped"):
             return
         self._state = "stopping"
+        if self in _running:  # no longer current() as soon as stopping begins
+            _running.remove(self)
         try:
             await self.agents.aclose()  # each agent gets on_shutdown and saves its state
             await self.bus.aclose()
@@ -120,6 +133,11 @@ class Loom:
             RuntimeStopped: the runtime is stopped.
         """
         return self._supervisor.spawn(coro, name=name)
+
+    @property
+    def uptime_s(self) -> float:
+        """Seconds since start (0 before)."""
+        return time.monotonic() - self._started_at if self._started_at else 0.0
 
     @property
     def tasks(self) -> frozenset[asyncio.Task[Any]]:
@@ -185,7 +203,13 @@ def run(main: Callable[[Loom], Awaitable[T]], /, *, nest: bool = False, **loom_o
             raise UsageError("loom.run(nest=True) needs the 'nest' extra: pip install 'loom-notebook[nest]'") from None
         nest_asyncio2.apply(loop)
         return loop.run_until_complete(_main())
-    task = loop.create_task(_main(), name="loom.run")
+    return _detach(_main(), "loom.run")
+
+
+def _detach(coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
+    """A task that outlives the runtime that made it (``run`` in a kernel, a magic's ``stop``):
+    kept referenced until done, and reported if it fails."""
+    task = asyncio.get_running_loop().create_task(coro, name=name)
     _detached.add(task)
     task.add_done_callback(_report)
     return task

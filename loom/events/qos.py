@@ -31,7 +31,8 @@ class Overflow(StrEnum):
     SAMPLE = "sample"
     """Above the high-water mark keep 1 in ``sample_every`` events; drop the newest when full."""
     COALESCE = "coalesce"
-    """When full, replace the queued event with the same key (default: event type); else drop newest."""
+    """Keep only the latest event per key (default: event type): a newer event replaces the queued
+    one with its key, in place; a new key that finds the queue full is dropped."""
 
 
 class DropReason(StrEnum):

@@ -179,19 +179,20 @@ class Subscription(DeliveryQueue):
             return -1 if full else self._append(item)
         policy = self._overflow
         if policy is Overflow.COALESCE:
+            # The queue never holds two events with the same key: a newer one takes the older's place.
             key = self._coalesce_key(item.event)  # type: ignore[misc]
             keys = self._keys
             assert keys is not None
-            if not full:
-                keys[key] = self._head + depth
-                return self._append(item)
             idx = keys.get(key)
             if idx is not None:
                 q[idx - self._head] = item
                 self._count_drop(DropReason.COALESCED, route)
                 return 1
-            self._count_drop(DropReason.QUEUE_FULL, route)
-            return 0
+            if full:
+                self._count_drop(DropReason.QUEUE_FULL, route)
+                return 0
+            keys[key] = self._head + depth
+            return self._append(item)
         if full:
             if policy is Overflow.DROP_OLDEST:
                 self._pop_evicted()
@@ -207,9 +208,10 @@ class Subscription(DeliveryQueue):
         return 0
 
     def _count_drop(self, reason: DropReason, route: _Route | None, n: int = 1) -> None:
-        self._dropped[reason] = self._dropped.get(reason, 0) + n
+        key = reason.value  # plain str keys: readable reprs and JSON
+        self._dropped[key] = self._dropped.get(key, 0) + n
         if route is not None:
-            route.dropped[reason] = route.dropped.get(reason, 0) + n
+            route.dropped[key] = route.dropped.get(key, 0) + n
 
     def _consumer_gone(self, waiting_publishers: int) -> None:
         self._count_drop(DropReason.CONSUMER_GONE, None, waiting_publishers)

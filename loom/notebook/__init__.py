@@ -1,0 +1,22 @@
+"""The notebook layer: magics and live inspector widgets (imported only when used)."""
+
+from loom.notebook.agent_inspector import AgentInspector
+from loom.notebook.base import Inspector
+from loom.notebook.bus_inspector import BusInspector
+from loom.notebook.context_inspector import ContextInspector, estimate_tokens
+from loom.notebook.status import Pending, RuntimeStatus, status_of
+from loom.notebook.topology import Topology
+from loom.notebook.trace_timeline import TraceTimeline
+
+__all__ = [
+    "AgentInspector",
+    "BusInspector",
+    "ContextInspector",
+    "Inspector",
+    "Pending",
+    "RuntimeStatus",
+    "Topology",
+    "TraceTimeline",
+    "estimate_tokens",
+    "status_of",
+]

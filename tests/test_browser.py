@@ -1,0 +1,149 @@
+"""A real browser: JupyterLab runs the quickstart notebook and the BusInspector updates live.
+
+Needs Debian's chromium (``make test`` installs it) and the ``playwright`` package (a dev
+dependency; its own browser download is never used). Only loopback traffic is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROME_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """JupyterLab on 127.0.0.1 with a token, isolated config, serving a copy of the notebooks."""
+    served = tmp_path / "served"
+    shutil.copytree(ROOT / "notebooks", served)
+    state = tmp_path / "jstate"
+    settings = state / "settings" / "@jupyterlab"
+    (settings / "apputils-extension").mkdir(parents=True)
+    (settings / "notebook-extension").mkdir(parents=True)
+    (settings / "apputils-extension" / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
+    (settings / "notebook-extension" / "tracker.jupyterlab-settings").write_text('{"autoStartDefaultKernel": true}')
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(state / "cfg"),
+        "JUPYTER_RUNTIME_DIR": str(state / "runtime"),
+        "IPYTHONDIR": str(state / "ipython"),
+    }
+    cmd = [
+        sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={served}",
+        "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.extension_manager=readonly", "--LabApp.expose_app_in_browser=True",
+        f"--LabApp.workspaces_dir={state / 'ws'}", f"--LabApp.user_settings_dir={state / 'settings'}",
+    ]  # fmt: skip
+    if os.geteuid() == 0:
+        cmd.append("--allow-root")
+    log = open(tmp_path / "lab.log", "wb")  # noqa: SIM115 - closed in the finally below
+    proc = subprocess.Popen(cmd, cwd=served, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"JupyterLab exited: {(tmp_path / 'lab.log').read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=1).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("JupyterLab did not answer within 60 s")
+                time.sleep(0.25)
+        yield url, token
+    finally:
+        proc.terminate()  # Lab shuts its kernels down on SIGTERM
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_quickstart_runs_in_jupyterlab_and_the_bus_inspector_updates_live(lab):
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian chromium is missing: `make test` installs it (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    url, token = lab
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    udd = tempfile.mkdtemp(prefix="chromium-udd-")
+    blocked: list[str] = []
+    errors: list[str] = []
+
+    def route(r):
+        if r.request.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")):
+            r.continue_()
+        else:
+            blocked.append(r.request.url)
+            r.abort()
+
+    try:
+        with sync_playwright() as p:
+            ctx = p.chromium.launch_persistent_context(
+                udd, executable_path=CHROMIUM, headless=True, args=CHROME_ARGS, viewport={"width": 1400, "height": 1000}
+            )
+            page = ctx.pages[0] if ctx.pages else ctx.new_page()
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.route("**/*", route)
+            page.goto(f"{url}/lab/tree/00_quickstart.ipynb?token={token}")
+            # Readiness: the kernel connection itself, not DOM indicators (they report idle too early).
+            page.wait_for_function(
+                """() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+                    const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+                    return k && k.connectionStatus === 'connected' && k.status === 'idle'; }""",
+                timeout=90_000,
+            )
+            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            page.wait_for_selector(".loom-bus .loom-row", timeout=60_000)
+            widget = page.locator(".loom-bus").first
+            first_total = int(widget.get_attribute("data-total") or 0)
+            page.wait_for_function(
+                "(t) => Number(document.querySelector('.loom-bus').dataset.total) >= t + 20", arg=first_total,
+                timeout=30_000,
+            )  # fmt: skip
+            rows = page.locator(".loom-bus .loom-events .loom-row")
+            assert rows.count() > 0
+            assert "market.price." in rows.first.inner_text()
+            assert int(widget.get_attribute("data-total")) >= first_total + 20
+            assert "Loom bus" in page.locator(".loom-bus .loom-head").inner_text()
+            widget.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "quickstart-lab.png"))
+            widget.screenshot(path=str(ARTIFACTS / "bus-inspector.png"))
+            cell_errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+            tracebacks = [t for t in cell_errors.all_inner_texts() if "Traceback" in t]
+            assert not tracebacks, tracebacks
+            ctx.close()
+    finally:
+        shutil.rmtree(udd, ignore_errors=True)
+    assert not errors, errors
+    assert not blocked, f"the page tried to reach beyond loopback: {blocked[:5]}"
