@@ -10,6 +10,8 @@ Events in, actions out, state in the middle. Start here::
         topic, event = await sub.get()
 """
 
+import logging as _logging
+
 from loom import collab
 from loom._version import __version__
 from loom.agents import (
@@ -149,6 +151,10 @@ __all__ = [
     "WouldBlock",
     "__version__",
 ]
+
+# A library does not configure logging: without this, Python's last-resort handler would print
+# every contained agent error to stderr. Errors stay visible as agent.<id>.error events.
+_logging.getLogger("loom").addHandler(_logging.NullHandler())
 
 _NOTEBOOK = {"BusInspector", "AgentInspector", "ContextInspector", "TraceTimeline", "Topology"}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -56,8 +57,9 @@ class Supervisor:
             return
         exc = task.exception()
         if exc is not None:
-            # In a kernel an unobserved task error is otherwise invisible.
+            # In a kernel an unobserved task error is otherwise invisible: log it, and say so once.
             log.error("task %s failed", task.get_name(), exc_info=exc)
+            print(f"[loom] task {task.get_name()} failed: {exc!r}", file=sys.stderr)
 
     @property
     def tasks(self) -> frozenset[asyncio.Task[Any]]:

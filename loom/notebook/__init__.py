@@ -4,6 +4,7 @@ from loom.notebook.agent_inspector import AgentInspector
 from loom.notebook.base import Inspector
 from loom.notebook.bus_inspector import BusInspector
 from loom.notebook.context_inspector import ContextInspector, estimate_tokens
+from loom.notebook.sequence import Message, SequenceRecorder
 from loom.notebook.status import Pending, RuntimeStatus, status_of
 from loom.notebook.topology import Topology
 from loom.notebook.trace_timeline import TraceTimeline
@@ -13,8 +14,10 @@ __all__ = [
     "BusInspector",
     "ContextInspector",
     "Inspector",
+    "Message",
     "Pending",
     "RuntimeStatus",
+    "SequenceRecorder",
     "Topology",
     "TraceTimeline",
     "estimate_tokens",

@@ -47,7 +47,7 @@ class Inspector(anywidget.AnyWidget):
         self.interval = interval
         self._closed = False
         self._setup()
-        self._collect(force=True)
+        self.flush(force=True)  # the first view is complete before the widget is displayed
         self._task = self.rt.spawn(self._loop(), name=f"loom.notebook.{type(self).__name__}:{id(self):x}")
 
     # -- subclass hooks ------------------------------------------------------------------

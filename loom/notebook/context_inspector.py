@@ -69,20 +69,21 @@ class ContextInspector(Inspector):
     def _follow(self) -> None:
         agent = self.rt.agents.get(self.agent_id)
         patterns = tuple(agent.topics) if agent is not None else ()
-        if patterns != self._patterns:  # the agent (un)subscribed: follow it
-            if self._watch is not None:
-                self._watch.close()
-            self._watch = (
-                self.rt.bus.subscribe(
+        if patterns != self._patterns:  # the agent (un)subscribed: follow it, keeping what is queued
+            if self._watch is None and patterns:
+                self._watch = self.rt.bus.subscribe(
                     list(patterns),
                     qos=QoS.REALTIME,
                     maxsize=256,
                     overflow=Overflow.DROP_OLDEST,
                     name=f"context-{self.agent_id}",
-                )  # fmt: skip
-                if patterns
-                else None
-            )
+                )
+            elif self._watch is not None:
+                for p in set(self._patterns) - set(patterns):
+                    self._watch.remove_pattern(p)
+                for p in patterns:
+                    if p not in self._patterns:
+                        self._watch.add_pattern(p)
             self._patterns = patterns
         while self._watch is not None and self._watch.qsize():
             topic, event = self._watch.get_nowait()

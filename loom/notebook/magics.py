@@ -141,7 +141,7 @@ class LoomMagics(Magics):
         namespace = self.shell.user_ns
         previous = namespace.get("on_event")
         namespace.pop("on_event", None)
-        self.shell.run_cell(cell, store_history=False)  # the cell's code runs in the user's namespace
+        exec(compile(cell, f"<%%loom agent {name}>", "exec"), namespace)  # the cell runs in the user's namespace
         handler = namespace.get("on_event")
         if previous is not None and handler is None:
             namespace["on_event"] = previous
