@@ -56,6 +56,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bus.py
 	$(PY) bench/rpc.py
+	$(PY) bench/notebook.py
 
 proto: $(STAMP)
 	$(PY) -m loom.bridge.protogen

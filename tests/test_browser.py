@@ -89,6 +89,59 @@ def lab(tmp_path):
         log.close()
 
 
+def _open_and_run_all(page, url: str, token: str, notebook: str) -> None:
+    page.goto(f"{url}/lab/tree/{notebook}?token={token}")
+    # Readiness: the kernel connection itself, not DOM indicators (they report idle too early).
+    # ... and of *this* notebook: Lab restores earlier tabs, whose kernels may be ready first.
+    page.wait_for_function(
+        """(nb) => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+            if (!w || !w.context || w.context.path !== nb) return false;
+            const k = w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+            return k && k.connectionStatus === 'connected' && k.status === 'idle'; }""",
+        arg=notebook,
+        timeout=90_000,
+    )
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+
+class Browser:
+    """Debian chromium through Playwright, loopback only; collects page errors and blocked requests."""
+
+    def __init__(self, p) -> None:
+        self.udd = tempfile.mkdtemp(prefix="chromium-udd-")
+        self.blocked: list[str] = []
+        self.errors: list[str] = []
+        self.ctx = p.chromium.launch_persistent_context(
+            self.udd,
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROME_ARGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        self.page = self.ctx.pages[0] if self.ctx.pages else self.ctx.new_page()
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.route("**/*", self._route)
+
+    def _route(self, r) -> None:
+        if r.request.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")):
+            r.continue_()
+        else:
+            self.blocked.append(r.request.url)
+            r.abort()
+
+    def close(self) -> None:
+        self.ctx.close()
+        shutil.rmtree(self.udd, ignore_errors=True)
+        assert not self.errors, self.errors
+        assert not self.blocked, f"the page tried to reach beyond loopback: {self.blocked[:5]}"
+
+
+def _no_tracebacks(page) -> None:
+    cell_errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+    tracebacks = [t for t in cell_errors.all_inner_texts() if "Traceback" in t]
+    assert not tracebacks, tracebacks
+
+
 def test_quickstart_runs_in_jupyterlab_and_the_bus_inspector_updates_live(lab):
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian chromium is missing: `make test` installs it (apt-get install chromium)")
@@ -96,54 +149,64 @@ def test_quickstart_runs_in_jupyterlab_and_the_bus_inspector_updates_live(lab):
 
     url, token = lab
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    udd = tempfile.mkdtemp(prefix="chromium-udd-")
-    blocked: list[str] = []
-    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = Browser(p)
+        page = browser.page
+        _open_and_run_all(page, url, token, "00_quickstart.ipynb")
+        page.wait_for_selector(".loom-bus .loom-row", timeout=60_000)
+        widget = page.locator(".loom-bus").first
+        first_total = int(widget.get_attribute("data-total") or 0)
+        page.wait_for_function(
+            "(t) => Number(document.querySelector('.loom-bus').dataset.total) >= t + 20", arg=first_total,
+            timeout=30_000,
+        )  # fmt: skip
+        rows = page.locator(".loom-bus .loom-events .loom-row")
+        assert rows.count() > 0
+        assert "market.price." in rows.first.inner_text()
+        assert int(widget.get_attribute("data-total")) >= first_total + 20
+        assert "Loom bus" in page.locator(".loom-bus .loom-head").inner_text()
+        widget.scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "quickstart-lab.png"))
+        widget.screenshot(path=str(ARTIFACTS / "bus-inspector.png"))
+        _no_tracebacks(page)
+        browser.close()
 
-    def route(r):
-        if r.request.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")):
-            r.continue_()
-        else:
-            blocked.append(r.request.url)
-            r.abort()
 
-    try:
-        with sync_playwright() as p:
-            ctx = p.chromium.launch_persistent_context(
-                udd, executable_path=CHROMIUM, headless=True, args=CHROME_ARGS, viewport={"width": 1400, "height": 1000}
-            )
-            page = ctx.pages[0] if ctx.pages else ctx.new_page()
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.route("**/*", route)
-            page.goto(f"{url}/lab/tree/00_quickstart.ipynb?token={token}")
-            # Readiness: the kernel connection itself, not DOM indicators (they report idle too early).
-            page.wait_for_function(
-                """() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-                    const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
-                    return k && k.connectionStatus === 'connected' && k.status === 'idle'; }""",
-                timeout=90_000,
-            )
-            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            page.wait_for_selector(".loom-bus .loom-row", timeout=60_000)
-            widget = page.locator(".loom-bus").first
-            first_total = int(widget.get_attribute("data-total") or 0)
-            page.wait_for_function(
-                "(t) => Number(document.querySelector('.loom-bus').dataset.total) >= t + 20", arg=first_total,
-                timeout=30_000,
-            )  # fmt: skip
-            rows = page.locator(".loom-bus .loom-events .loom-row")
-            assert rows.count() > 0
-            assert "market.price." in rows.first.inner_text()
-            assert int(widget.get_attribute("data-total")) >= first_total + 20
-            assert "Loom bus" in page.locator(".loom-bus .loom-head").inner_text()
-            widget.scroll_into_view_if_needed()
-            page.screenshot(path=str(ARTIFACTS / "quickstart-lab.png"))
-            widget.screenshot(path=str(ARTIFACTS / "bus-inspector.png"))
-            cell_errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
-            tracebacks = [t for t in cell_errors.all_inner_texts() if "Traceback" in t]
-            assert not tracebacks, tracebacks
-            ctx.close()
-    finally:
-        shutil.rmtree(udd, ignore_errors=True)
-    assert not errors, errors
-    assert not blocked, f"the page tried to reach beyond loopback: {blocked[:5]}"
+def test_agent_and_collaboration_notebooks_render_their_inspectors(lab):
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian chromium is missing: `make test` installs it (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    url, token = lab
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = Browser(p)
+        page = browser.page
+        _open_and_run_all(page, url, token, "01_agents.ipynb")
+        page.wait_for_function("() => Number(document.querySelector('.loom-agents')?.dataset.agents) >= 4",
+                               timeout=60_000)  # fmt: skip
+        agents = page.locator(".loom-agents").first
+        assert page.locator(".loom-agents .loom-state-failed").count() >= 1  # the fragile agent
+        agents.locator(".loom-row").first.click()  # opens the state tree
+        assert "persistent state" in agents.locator(".loom-detail").inner_text()
+        agents.scroll_into_view_if_needed()
+        agents.screenshot(path=str(ARTIFACTS / "agent-inspector.png"))
+        page.wait_for_function("() => Number(document.querySelector('.loom-topology')?.dataset.nodes) >= 4",
+                               timeout=30_000)  # fmt: skip
+        topo = page.locator(".loom-topology").first
+        assert topo.locator("circle").count() >= 4 and topo.locator("line").count() >= 2
+        topo.scroll_into_view_if_needed()
+        topo.screenshot(path=str(ARTIFACTS / "topology.png"))
+        _no_tracebacks(page)
+
+        _open_and_run_all(page, url, token, "02_collaboration_patterns.ipynb")
+        page.wait_for_function("() => Number(document.querySelector('.loom-timeline')?.dataset.items) >= 10",
+                               timeout=60_000)  # fmt: skip
+        timeline = page.locator(".loom-timeline").first
+        assert timeline.locator("rect.loom-span").count() >= 3  # answered requests are spans
+        timeline.locator("rect.loom-span").first.click()
+        assert '"kind": "span"' in timeline.locator("pre").inner_text()
+        timeline.scroll_into_view_if_needed()
+        timeline.screenshot(path=str(ARTIFACTS / "trace-timeline.png"))
+        _no_tracebacks(page)
+        browser.close()

@@ -27,7 +27,11 @@ function render({ model, el }) {
     svg.setAttribute("height", String(Math.max(40, lanes.length * laneH + 20)));
     svg.setAttribute("viewBox", `0 0 ${left + width + 10} ${Math.max(40, lanes.length * laneH + 20)}`);
     svg.replaceChildren();
-    const x = (t) => left + Math.max(0, Math.min(width, ((t - (now - win)) / win) * width));
+    // Zoom to the data when it spans less than the window (a short notebook run, say).
+    const first = items.length ? Math.min(...items.map((i) => i.start)) : now - win;
+    const t0 = Math.max(now - win, first - 200);
+    const span = Math.max(now - t0, 1);
+    const x = (t) => left + Math.max(0, Math.min(width, ((t - t0) / span) * width));
     lanes.forEach((lane, i) => {
       const y = i * laneH + 10;
       svg.append(s("line", { x1: left, x2: left + width, y1: y + laneH / 2, y2: y + laneH / 2, class: "loom-lane" }));
@@ -48,7 +52,7 @@ function render({ model, el }) {
       shape.append(title);
       svg.append(shape);
     }
-    head.textContent = `Loom timeline · ${lanes.length} lanes · ${items.length} items · last ${win / 1000}s`;
+    head.textContent = `Loom timeline · ${lanes.length} lanes · ${items.length} items · last ${(span / 1000).toFixed(1)}s`;
     el.dataset.items = String(items.length);
   }
 

@@ -1,7 +1,9 @@
 """Topology: agents ↔ topics as a graph (networkx layout), edges weighted by traffic.
 
-Edges: agent → topic for what an agent published, topic → agent for what reached it through
-its subscriptions. ``figure()`` draws the same graph with matplotlib for exports.
+Edges: topic pattern → agent for every subscription (from the directory, so the graph is
+complete before any traffic), weighted by the events that reached the agent through it; and
+agent → topic for what an agent published. Private reply topics are left out. ``figure()``
+draws the same graph with matplotlib for exports.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 import traitlets
 
 from loom.events.qos import Overflow, QoS
+from loom.events.topics import topic_matches
 from loom.notebook._assets import asset
 from loom.notebook.base import Inspector, table_html
 
@@ -44,6 +47,10 @@ class Topology(Inspector):
         g = nx.DiGraph()
         for agent in self.rt.agents:
             g.add_node(f"agent:{agent.id}", kind="agent", label=agent.id, status=agent.status)
+            for pattern in agent.topics:
+                if pattern != f"agent.{agent.id}.replies":
+                    g.add_node(f"topic:{pattern}", kind="topic", label=pattern, status="")
+                    g.add_edge(f"topic:{pattern}", f"agent:{agent.id}", weight=0)
         for (src, dst), w in self._weights.items():
             for node in (src, dst):
                 if node not in g:
@@ -53,27 +60,30 @@ class Topology(Inspector):
 
     def _collect(self, force: bool = False) -> dict[str, Any] | None:
         changed = force
-        directory = self.rt.directory
+        agents = self.rt.agents
         while self._sub.qsize():
             topic, event = self._sub.get_nowait()
             if topic.startswith("system."):
                 continue
             sender = event.metadata.get("sender", "")
-            t = f"topic:{topic}"
             if sender.startswith("agent."):
-                key = (f"agent:{sender[6:]}", t)
+                key = (f"agent:{sender[6:]}", f"topic:{topic}")
                 self._weights[key] = self._weights.get(key, 0) + 1
-            for info in directory.by_topic(topic):
-                key = (t, f"agent:{info.agent_id}")
-                self._weights[key] = self._weights.get(key, 0) + 1
+            for info in self.rt.directory.by_topic(topic):
+                agent = agents.get(info.agent_id)
+                via = next((p for p in info.topics if topic_matches(p, topic)), topic)
+                if agent is not None and via != f"agent.{info.agent_id}.replies":
+                    key = (f"topic:{via}", f"agent:{info.agent_id}")
+                    self._weights[key] = self._weights.get(key, 0) + 1
             changed = True
         g = self.graph()
-        if frozenset(g.nodes) != self._layout_key:
+        key = frozenset(g.nodes) | frozenset(f"{a}->{b}" for a, b in g.edges)
+        if key != self._layout_key:
             import networkx as nx
 
             pos = nx.spring_layout(g, seed=7, k=1.2) if len(g) else {}
             self._layout = {n: (float(x), float(y)) for n, (x, y) in pos.items()}
-            self._layout_key = frozenset(g.nodes)
+            self._layout_key = key
             changed = True
         if not changed:
             return None
@@ -96,7 +106,7 @@ class Topology(Inspector):
             fig = ax.figure
         pos = {n: self._layout.get(n, (0.0, 0.0)) for n in g.nodes}
         colors = ["#1a4d8f" if d["kind"] == "agent" else "#d97706" for _, d in g.nodes(data=True)]
-        widths = [0.5 + min(d["weight"], 50) / 10 for _, _, d in g.edges(data=True)]
+        widths = [0.5 + min(d["weight"], 50) / 10 for _, _, d in g.edges(data=True)]  # 0.5 = subscribed, idle
         nx.draw_networkx(g, pos, ax=ax, node_color=colors, width=widths, font_size=8, node_size=500,
                          labels={n: d["label"] for n, d in g.nodes(data=True)}, arrows=True)  # fmt: skip
         ax.set_title("agents (blue) and topics (orange); edge width = events")
