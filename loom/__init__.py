@@ -78,6 +78,7 @@ from loom.events import (
 )
 from loom.runtime import Loom, current, run
 from loom.sdk import Agent, Capability, Context, Thread, capability
+from loom.tools import ErrorCode, Tool, ToolRegistry, ToolResult, ToolStatus, tool
 
 __all__ = [
     # runtime
@@ -106,6 +107,13 @@ __all__ = [
     "RestartPolicy",
     "SQLiteStateStore",
     "StateStore",
+    # tools
+    "ErrorCode",
+    "Tool",
+    "ToolRegistry",
+    "ToolResult",
+    "ToolStatus",
+    "tool",
     # collaboration
     "collab",
     "BarrierResult",

@@ -16,6 +16,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run a short scenario in the terminal")
     demo.add_argument("--ticks", type=int, default=2000, help="price ticks to publish (default 2000)")
+    mcp = sub.add_parser("mcp", help="Model Context Protocol")
+    mcp_sub = mcp.add_subparsers(dest="mcp_command", required=True)
+    serve = mcp_sub.add_parser("serve", help="serve the runtime's tools (and `publish`) to MCP clients")
+    serve.add_argument("--transport", choices=["stdio", "http", "sse"], default="stdio")
+    serve.add_argument("--host", default="127.0.0.1", help="http/sse bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8766, help="http/sse port (default 8766)")
+    serve.add_argument("--workspace", default=".", help="directory the native tools are confined to")
+    serve.add_argument("--tools", default="", help="comma-separated native tools (default: the standard set)")
     return p
 
 
@@ -28,6 +36,17 @@ def main(argv: list[str] | None = None) -> int:
         from loom.demo import run_demo
 
         run_demo(ticks=args.ticks)
+    elif args.command == "mcp":
+        import asyncio
+
+        from loom.tools.mcp.server import serve
+
+        tools = [t.strip() for t in args.tools.split(",") if t.strip()] or None
+        try:
+            asyncio.run(serve(args.transport, host=args.host, port=args.port, workspace=args.workspace,
+                              native_tools=tools))  # fmt: skip
+        except KeyboardInterrupt:
+            pass
     return 0
 
 

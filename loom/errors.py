@@ -108,8 +108,9 @@ class BackpressureTimeout(LoomError, TimeoutError):
 class ToolError(LoomError):
     """A capability/tool call failed. ``code`` is one of the documented codes.
 
-    Codes: ``NOT_FOUND``, ``INVALID_PARAMS``, ``CAPABILITY_ERROR`` (the callee raised),
-    ``ACTION_TIMEOUT``, ``PROVIDER_UNAVAILABLE``.
+    Codes (``loom.tools.ErrorCode``): ``NOT_FOUND``, ``INVALID_PARAMS``, ``CAPABILITY_ERROR`` (the
+    callee raised), ``PERMISSION_DENIED``, ``ACTION_TIMEOUT``, ``PROVIDER_UNAVAILABLE``, ``TOOL_ERROR``,
+    ``UPSTREAM_ERROR``.
 
     Attributes:
         code: the error code.
@@ -118,7 +119,8 @@ class ToolError(LoomError):
     """
 
     def __init__(self, code: str, tool: str, message: str, details: dict[str, str] | None = None) -> None:
-        self.code = code
+        self.code = str(code)
         self.tool = tool
+        self.message = message
         self.details = details or {}
-        super().__init__(f"{tool}: {code}: {message}")
+        super().__init__(f"{tool}: {self.code}: {message}")

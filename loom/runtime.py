@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -22,6 +23,10 @@ from loom.agents.runtime import AgentRuntime
 from loom.agents.state import SQLiteStateStore, StateStore
 from loom.errors import NoRuntime, UsageError
 from loom.events.bus import EventBus
+from loom.tools.mcp import McpManager, parse_mcp_config
+from loom.tools.native import DEFAULT_NATIVE, Workspace
+from loom.tools.native import native_tools as make_native_tools
+from loom.tools.registry import ToolRegistry
 
 __all__ = ["Loom", "current", "run"]
 
@@ -42,16 +47,32 @@ class Loom:
         max_topics: topics that keep their own counters on the bus (see :class:`EventBus`).
         state: where agents' persistent state lives: a path to a SQLite file, a
             :class:`StateStore`, or ``None`` for memory only.
+        workspace: the directory native tools are confined to (default: the current directory).
+        native_tools: which native tools to register (default ``shell.exec``, ``fs.read``,
+            ``weather.get``, ``web.search``; ``fs.write`` and ``fs.list`` are opt-in; ``()`` for none).
+        tool_options: options of the native tools (see :func:`loom.tools.native.native_tools`).
+        mcp_servers: MCP servers to connect at start (``mcpServers`` JSON, text or parsed); when
+            omitted, ``$LOOM_MCP_SERVERS`` is used if set.
 
     Attributes:
         bus: the :class:`EventBus`.
         agents: the :class:`AgentRuntime` (``rt.agents[id]`` is a running agent's record).
         directory: the :class:`AgentDirectory` of every agent, local or bridged.
-        capabilities: the :class:`CapabilityDirectory` (name:version → descriptor).
+        capabilities: the :class:`CapabilityDirectory` (name:version → descriptor), a snapshot of
+            ``tools`` kept current.
+        tools: the :class:`ToolRegistry` every tool invocation goes through.
     """
 
     def __init__(
-        self, *, name: str = "loom", max_topics: int = 10_000, state: str | Path | StateStore | None = None
+        self,
+        *,
+        name: str = "loom",
+        max_topics: int = 10_000,
+        state: str | Path | StateStore | None = None,
+        workspace: str | Path | None = None,
+        native_tools: Iterable[str] | None = None,
+        tool_options: dict[str, Any] | None = None,
+        mcp_servers: Any = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise UsageError(f"Loom name must be a non-empty str, got {name!r}")
@@ -64,6 +85,14 @@ class Loom:
         self.agents = AgentRuntime(self, store=store)
         self.directory = self.agents.directory
         self.capabilities = CapabilityDirectory()
+        self.tools = ToolRegistry(self.bus)
+        self.tools.on_change(lambda: self.capabilities.refresh_from(self.tools))
+        self.tools.mcp = McpManager(self)
+        self.workspace = Workspace(workspace if workspace is not None else Path.cwd())
+        names = DEFAULT_NATIVE if native_tools is None else tuple(native_tools)
+        for tool in make_native_tools(self.workspace, names, **(tool_options or {})):
+            self.tools.register(tool, provider="native")
+        self._mcp_config = parse_mcp_config(mcp_servers) if mcp_servers is not None else None
         self._state: Literal["created", "running", "stopping", "stopped"] = "created"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started_at = 0.0
@@ -79,15 +108,27 @@ class Loom:
         return self._state == "running"
 
     async def start(self) -> Loom:
-        """Start on the running loop and become :func:`current`. Idempotent while running.
+        """Start on the running loop and become :func:`current`; connect the configured MCP
+        servers (a server that fails is logged and skipped). Idempotent while running.
 
         Raises:
             UsageError: the runtime was already stopped (create a new one).
         """
-        return self.start_nowait()
+        if self._state == "running":
+            return self
+        self.start_nowait()
+        await self._load_mcp()
+        return self
+
+    async def _load_mcp(self) -> None:
+        if self._mcp_config is not None:
+            await self.tools.mcp.load(self._mcp_config)
+        else:
+            await self.tools.mcp.load_from_env()
 
     def start_nowait(self) -> Loom:
-        """:meth:`start` for synchronous callers on the running loop (e.g. a notebook magic).
+        """:meth:`start` for synchronous callers on the running loop (e.g. a notebook magic);
+        configured MCP servers connect in the background.
 
         Raises:
             UsageError: already stopped. RuntimeError: no running event loop in this thread.
@@ -100,6 +141,8 @@ class Loom:
         self._started_at = time.monotonic()
         self._state = "running"
         _running.append(self)
+        if self._mcp_config or os.environ.get("LOOM_MCP_SERVERS", "").strip():
+            self.spawn(self._load_mcp(), name="loom.tools.mcp.load")
         return self
 
     async def stop(self) -> None:
@@ -111,6 +154,7 @@ class Loom:
             _running.remove(self)
         try:
             await self.agents.aclose()  # each agent gets on_shutdown and saves its state
+            await self.tools.aclose()  # MCP servers stopped, HTTP clients closed
             await self.bus.aclose()
             await self._supervisor.aclose()
             self.agents.store.close()

@@ -117,31 +117,28 @@ class CapabilityDirectory:
 
     def __init__(self) -> None:
         self._by_key: dict[str, CapabilityDescriptor] = {}
-        self._impls: dict[str, Any] = {}  # key -> in-process implementation (loom.sdk.Capability)
 
-    def add(self, desc: CapabilityDescriptor, implementation: Any = None) -> None:
-        """Add or replace ``name:version``; ``implementation`` makes it callable in-process."""
+    def add(self, desc: CapabilityDescriptor) -> None:
+        """Add or replace ``name:version``."""
         self._by_key[desc.key] = desc
-        if implementation is not None:
-            self._impls[desc.key] = implementation
-        else:
-            self._impls.pop(desc.key, None)
 
-    def remove_agent(self, agent_id: str) -> None:
-        """Forget every capability an agent offered."""
-        for key in [k for k, d in self._by_key.items() if d.agent_id == agent_id]:
-            del self._by_key[key]
-            self._impls.pop(key, None)
-
-    def implementation(self, name: str, version: str | None = None) -> Any:
-        """The in-process implementation of ``name`` (highest version when none given), or None."""
-        desc = self.get(name, version)
-        return None if desc is None else self._impls.get(desc.key)
+    def refresh_from(self, registry: Any) -> None:
+        """Take a snapshot of a :class:`~loom.tools.ToolRegistry` (the runtime does this on every change)."""
+        self.refresh(
+            CapabilityDescriptor(
+                name=d["name"],
+                version=d["version"] or "1.0",
+                provider=d["provider"],
+                agent_id=d["owner"],
+                description=d["description"],
+                input_schema=d["schema"],
+            )
+            for d in registry.list_tools()
+        )
 
     def refresh(self, descriptors: Iterable[CapabilityDescriptor]) -> None:
-        """Replace the snapshot (implementations of keys that remain are kept)."""
+        """Replace the snapshot."""
         self._by_key = {d.key: d for d in descriptors}
-        self._impls = {k: v for k, v in self._impls.items() if k in self._by_key}
 
     def list(self) -> list[CapabilityDescriptor]:
         return sorted(self._by_key.values(), key=lambda d: (d.name, d.version))

@@ -327,15 +327,11 @@ class AgentRuntime:
                 await self._run_tool_action(agent, action)
 
     async def _run_tool_action(self, agent: ManagedAgent, action: Action) -> None:
-        from loom.sdk.capability import invoke_capability  # the tools layer will widen this
-
-        try:
-            output = await invoke_capability(self._loom, action.tool, dict(action.args))
-            meta, body = {"action_type": action.tool, "status": "ok"}, {"output": output}
-        except LoomError as exc:
-            meta, body = {"action_type": action.tool, "status": "error"}, {"error": str(exc)}
-        result = Event.from_json("action_result", body, source=f"agent.{agent.id}", metadata=meta, tags=["action"])
-        self._bus.publish_nowait(f"agent.{agent.id}", result)
+        result = await self._loom.tools.invoke(action.tool, dict(action.args), caller=agent.sender)
+        meta = {"action_type": action.tool, "status": "ok" if result.ok else "error", "call_id": result.id}
+        body = {"output": result.output} if result.ok else {"error": f"{result.error.code}: {result.error.message}"}  # type: ignore[union-attr]
+        event = Event.from_json("action_result", body, source=agent.sender, metadata=meta, tags=["action"])
+        self._bus.publish_nowait(f"agent.{agent.id}", event)
 
     def _record_failure(
         self, agent: ManagedAgent, topic: str, event: Event | None, exc: Exception, *, fatal: bool = False

@@ -29,9 +29,16 @@ class AgentInspector(Inspector):
 
     def _static_html(self) -> str:
         rows = [
-            [a["agent_id"], a["status"], f"{a['mailbox_depth']}/{a['mailbox_size']}", ", ".join(a["topics"]),
-             a["handled"], a["failed"], a["last_error"]]
+            [
+                a["agent_id"],
+                a["status"],
+                f"{a['mailbox_depth']}/{a['mailbox_size']}",
+                ", ".join(a["topics"]),
+                a["handled"],
+                a["failed"],
+                a["last_error"],
+            ]
             for a in self.agents
-        ]  # fmt: skip
+        ]
         head = ["agent", "status", "mailbox", "subscriptions", "handled", "failed", "last error"]
         return table_html("Loom agents", head, rows, f"{len(rows)} agents")

@@ -129,7 +129,10 @@ class ContextInspector(Inspector):
 
     def _static_html(self) -> str:
         tokens = self.bundle.get("tokens", {})
-        rows = [[part, tokens.get(part, 0), f"{100 * tokens.get(part, 0) / max(self.budget, 1):.1f}%"]
-                for part in ("system", "messages", "tools")]  # fmt: skip
-        return table_html(f"context of {self.agent_id}", ["part", "tokens (est.)", "of budget"], rows,
-                          f"budget {self.budget} tokens")  # fmt: skip
+        rows = [
+            [part, tokens.get(part, 0), f"{100 * tokens.get(part, 0) / max(self.budget, 1):.1f}%"]
+            for part in ("system", "messages", "tools")
+        ]
+        return table_html(
+            f"context of {self.agent_id}", ["part", "tokens (est.)", "of budget"], rows, f"budget {self.budget} tokens"
+        )

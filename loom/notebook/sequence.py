@@ -36,8 +36,9 @@ class SequenceRecorder:
 
         self.rt = rt or current()
         self.exclude = exclude
-        self._sub = self.rt.bus.subscribe(list(patterns), qos=QoS.REALTIME, maxsize=4096,
-                                          overflow=Overflow.DROP_OLDEST, name="sequence")  # fmt: skip
+        self._sub = self.rt.bus.subscribe(
+            list(patterns), qos=QoS.REALTIME, maxsize=4096, overflow=Overflow.DROP_OLDEST, name="sequence"
+        )
         self._messages: list[Message] = []
         self._thread_owner: dict[str, str] = {}
 

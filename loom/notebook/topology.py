@@ -31,8 +31,9 @@ class Topology(Inspector):
         super().__init__(rt, title="Loom topology", interval=interval, **kw)
 
     def _setup(self) -> None:
-        self._sub = self.rt.bus.subscribe(">", qos=QoS.REALTIME, maxsize=8192, overflow=Overflow.DROP_OLDEST,
-                                          name="topology")  # fmt: skip
+        self._sub = self.rt.bus.subscribe(
+            ">", qos=QoS.REALTIME, maxsize=8192, overflow=Overflow.DROP_OLDEST, name="topology"
+        )
         self._weights: dict[tuple[str, str], int] = {}
         self._layout: dict[str, tuple[float, float]] = {}
         self._layout_key: frozenset[str] = frozenset()
@@ -87,9 +88,17 @@ class Topology(Inspector):
             changed = True
         if not changed:
             return None
-        nodes = [{"id": n, "kind": d["kind"], "label": d["label"], "status": d["status"],
-                  "x": self._layout.get(n, (0, 0))[0], "y": self._layout.get(n, (0, 0))[1]}
-                 for n, d in g.nodes(data=True)]  # fmt: skip
+        nodes = [
+            {
+                "id": n,
+                "kind": d["kind"],
+                "label": d["label"],
+                "status": d["status"],
+                "x": self._layout.get(n, (0, 0))[0],
+                "y": self._layout.get(n, (0, 0))[1],
+            }
+            for n, d in g.nodes(data=True)
+        ]
         edges = [{"source": s, "target": t, "weight": d["weight"]} for s, t, d in g.edges(data=True)]
         return {"nodes": nodes, "edges": edges}
 
@@ -107,8 +116,17 @@ class Topology(Inspector):
         pos = {n: self._layout.get(n, (0.0, 0.0)) for n in g.nodes}
         colors = ["#1a4d8f" if d["kind"] == "agent" else "#d97706" for _, d in g.nodes(data=True)]
         widths = [0.5 + min(d["weight"], 50) / 10 for _, _, d in g.edges(data=True)]  # 0.5 = subscribed, idle
-        nx.draw_networkx(g, pos, ax=ax, node_color=colors, width=widths, font_size=8, node_size=500,
-                         labels={n: d["label"] for n, d in g.nodes(data=True)}, arrows=True)  # fmt: skip
+        nx.draw_networkx(
+            g,
+            pos,
+            ax=ax,
+            node_color=colors,
+            width=widths,
+            font_size=8,
+            node_size=500,
+            labels={n: d["label"] for n, d in g.nodes(data=True)},
+            arrows=True,
+        )
         ax.set_title("agents (blue) and topics (orange); edge width = events")
         ax.set_axis_off()
         return fig

@@ -36,8 +36,9 @@ class TraceTimeline(Inspector):
         super().__init__(rt, title="Loom timeline", window_ms=int(window_s * 1000), **kw)
 
     def _setup(self) -> None:
-        self._sub = self.rt.bus.subscribe(">", qos=QoS.REALTIME, maxsize=8192, overflow=Overflow.DROP_OLDEST,
-                                          name="timeline")  # fmt: skip
+        self._sub = self.rt.bus.subscribe(
+            ">", qos=QoS.REALTIME, maxsize=8192, overflow=Overflow.DROP_OLDEST, name="timeline"
+        )
         self._items: deque[dict[str, Any]] = deque(maxlen=self.max_items)
         self._open: dict[str, dict[str, Any]] = {}  # correlation id -> the request item
         self._changed = True
@@ -52,13 +53,23 @@ class TraceTimeline(Inspector):
             lane = md.get("sender") or event.source or "?"
             cid = md.get("correlation_id", "")
             item = {
-                "lane": lane, "start": event.timestamp_ms, "end": event.timestamp_ms, "kind": "mark",
-                "label": event.type, "topic": topic, "thread": md.get("thread_id", ""), "id": event.id,
-            }  # fmt: skip
+                "lane": lane,
+                "start": event.timestamp_ms,
+                "end": event.timestamp_ms,
+                "kind": "mark",
+                "label": event.type,
+                "topic": topic,
+                "thread": md.get("thread_id", ""),
+                "id": event.id,
+            }
             req = self._open.pop(cid, None) if event.type in _ANSWERS else None
             if req is not None:  # the answer closes a span in the answerer's lane
-                item.update(kind="span", start=req["start"], label=f"{req['label']} → {event.type}",
-                            detail=f"asked by {req['lane']} on {req['topic']}")  # fmt: skip
+                item.update(
+                    kind="span",
+                    start=req["start"],
+                    label=f"{req['label']} → {event.type}",
+                    detail=f"asked by {req['lane']} on {req['topic']}",
+                )
             elif cid and md.get("reply_to"):
                 self._open[cid] = item
                 if len(self._open) > 1000:

@@ -1,7 +1,7 @@
 """The user-facing agent API: Agent, Context, Thread, @capability, and the transport seam."""
 
 from loom.sdk.agent import Agent, Handler
-from loom.sdk.capability import Capability, capability, get_capability, invoke_capability
+from loom.sdk.capability import Capability, capability, get_capability
 from loom.sdk.context import Context, Thread
 from loom.sdk.transport import LocalTransport, Transport
 
@@ -15,5 +15,4 @@ __all__ = [
     "Transport",
     "capability",
     "get_capability",
-    "invoke_capability",
 ]

@@ -114,7 +114,7 @@ class Agent:
         from loom.sdk.transport import LocalTransport
 
         rt = self._runtime or current()
-        transport = LocalTransport(rt)
+        transport = LocalTransport(rt, caller=f"agent.{self.agent_id}")
         self._transport = transport
         try:
             await transport.attach(self)

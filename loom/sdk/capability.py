@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from loom.errors import ToolError, UsageError
 
-if TYPE_CHECKING:
-    from loom.runtime import Loom
-
-__all__ = ["Capability", "capability", "get_capability", "invoke_capability"]
+__all__ = ["Capability", "capability", "get_capability"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,6 +26,21 @@ class Capability:
     description: str = ""
     input_model: Any = None
     schema: dict[str, Any] = field(default_factory=dict)
+    max_concurrency: int | None = None
+
+    def with_options(self, **changes: Any) -> Capability:
+        """A copy with ``changes`` (e.g. ``max_concurrency``)."""
+        return dataclasses.replace(self, **changes)
+
+    async def execute(self, args: dict[str, Any]) -> Any:
+        """Call the function with already-validated arguments (the :class:`loom.Tool` protocol).
+
+        A sync function runs inline on the loop: keep it quick, or make it async.
+        """
+        result = self.func(**args)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
 
     def validate(self, args: Mapping[str, Any]) -> dict[str, Any]:
         """Arguments checked and coerced by the input model.
@@ -56,14 +69,11 @@ class Capability:
         """
         kwargs = self.validate(args)
         try:
-            result = self.func(**kwargs)
-            if inspect.isawaitable(result):
-                result = await result
+            return await self.execute(kwargs)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             raise ToolError("CAPABILITY_ERROR", self.name, f"{exc.__class__.__name__}: {exc}") from exc
-        return result
 
 
 def capability(name: str, *, version: str = "1.0", description: str | None = None) -> Callable[[F], F]:
@@ -125,25 +135,3 @@ def get_capability(obj: Any) -> Capability:
     if not isinstance(cap, Capability):
         raise UsageError(f"{obj!r} is not a capability: decorate it with @loom.capability(name)")
     return cap
-
-
-async def invoke_capability(
-    rt: Loom, name: str, args: Mapping[str, Any], *, version: str | None = None, timeout: float | None = 30.0
-) -> Any:
-    """Call a capability offered in this runtime.
-
-    Raises:
-        ToolError: ``NOT_FOUND``, ``INVALID_PARAMS``, ``CAPABILITY_ERROR`` or ``ACTION_TIMEOUT``.
-    """
-    impl = rt.capabilities.implementation(name, version)
-    if impl is None:
-        known = ", ".join(d.key for d in rt.capabilities.list()) or "none"
-        wanted = f"{name}:{version}" if version else name
-        raise ToolError("NOT_FOUND", name, f"no capability {wanted!r} in this runtime (offered: {known})")
-    if timeout is None:
-        return await impl.invoke(args)
-    try:
-        async with asyncio.timeout(timeout):
-            return await impl.invoke(args)
-    except TimeoutError:
-        raise ToolError("ACTION_TIMEOUT", name, f"no result within {timeout:g}s") from None

@@ -12,12 +12,10 @@ from collections.abc import Mapping
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from loom.agents.directory import CapabilityDescriptor
 from loom.collab.collaborator import Collaborator
-from loom.errors import LoomError
+from loom.errors import LoomError, ToolError
 from loom.events.envelope import Envelope
 from loom.events.event import Event
-from loom.sdk.capability import invoke_capability
 
 if TYPE_CHECKING:
     from loom.agents.runtime import ManagedAgent
@@ -72,8 +70,9 @@ class _SdkBehavior:
 class LocalTransport:
     """An agent inside the runtime of this process."""
 
-    def __init__(self, rt: Loom) -> None:
+    def __init__(self, rt: Loom, caller: str = "") -> None:
         self.rt = rt
+        self._caller = caller
 
     def _managed(self, agent: Agent) -> ManagedAgent:
         return self.rt.agents[agent.agent_id]
@@ -88,17 +87,9 @@ class LocalTransport:
             mailbox_size=agent.mailbox_size,
             restart=agent.restart,
         )
-        self.rt.capabilities.remove_agent(agent.agent_id)
-        for cap in agent.capabilities:
-            desc = CapabilityDescriptor(
-                name=cap.name,
-                version=cap.version,
-                provider="local",
-                agent_id=agent.agent_id,
-                description=cap.description,
-                input_schema=cap.schema,
-            )
-            self.rt.capabilities.add(desc, cap)
+        self.rt.tools.unregister_owner(agent.agent_id)
+        for cap in agent.capabilities:  # an agent's capabilities are tools of the runtime
+            self.rt.tools.register(cap, provider="local", owner=agent.agent_id)
         managed = await agents.start(agent.agent_id)
         if managed.status == "failed":
             raise LoomError(f"agent {agent.agent_id!r} failed to start: {managed.last_error}")
@@ -107,7 +98,7 @@ class LocalTransport:
         managed = self.rt.agents.get(agent.agent_id)
         if managed is not None and managed.behavior.__class__ is _SdkBehavior and managed.behavior._agent is agent:
             await self.rt.agents.delete(agent.agent_id)
-            self.rt.capabilities.remove_agent(agent.agent_id)
+            self.rt.tools.unregister_owner(agent.agent_id)
 
     async def publish(self, agent: Agent, topic: str, event: Event, envelope: Envelope | None) -> int:
         # Context builds a fresh event for every publish, so the envelope may be written in place.
@@ -117,7 +108,12 @@ class LocalTransport:
         return Collaborator(self.rt.bus, f"agent.{agent.agent_id}", agents=self.rt.agents, agent=self._managed(agent))
 
     async def invoke(self, name: str, args: Mapping[str, Any], version: str | None, timeout: float) -> Any:
-        return await invoke_capability(self.rt, name, args, version=version, timeout=timeout)
+        tool = self.rt.tools.get(name)
+        if version and tool is not None and getattr(tool, "version", version) != version:
+            have = getattr(tool, "version", "?")
+            raise ToolError("NOT_FOUND", name, f"{name!r} is offered in version {have!r}, not {version!r}")
+        result = await self.rt.tools.invoke(name, args, timeout=timeout, caller=self._caller)
+        return result.unwrap()
 
     def subscribe(self, agent: Agent, pattern: str) -> None:
         self.rt.agents.subscribe(agent.agent_id, pattern)
