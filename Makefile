@@ -13,8 +13,11 @@ PYTEST_ARGS ?=
 
 # System packages the tests need (Debian): a real browser for the widget test. Installed only
 # when missing; `apt-get update` first, as a fresh machine's package lists may be empty.
-SYSDEPS_BIN := chromium
-SYSDEPS_PKG := chromium fonts-dejavu-core
+SYSDEPS_BIN := chromium npm
+SYSDEPS_PKG := chromium fonts-dejavu-core nodejs npm
+# Real MCP servers from npm for the tests (Python ones come with the dev extra).
+PEERS := $(VENV)/mcp-peers
+PEERS_STAMP := $(PEERS)/.installed
 
 $(PY):
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 required"; exit 1; }
@@ -35,6 +38,11 @@ sysdeps:
 		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $(SYSDEPS_PKG); \
 	fi
 
+$(PEERS_STAMP): tests/peers/package.json | $(PY) sysdeps
+	mkdir -p $(PEERS) && cp tests/peers/package.json $(PEERS)/package.json
+	cd $(PEERS) && npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
 lab: $(STAMP)
 	@echo "JupyterLab on notebooks/ at http://127.0.0.1:$(LAB_PORT)/lab (the token is in the URL printed below)"
 	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=$(LAB_PORT) --ServerApp.root_dir=notebooks \
@@ -44,7 +52,7 @@ demo: $(STAMP)
 	$(PY) examples/trio.py
 	$(VENV)/bin/loom demo
 
-test: $(STAMP) sysdeps
+test: $(STAMP) sysdeps $(PEERS_STAMP)
 	$(VENV)/bin/ruff check loom tests bench examples
 	$(VENV)/bin/ruff format --check loom tests bench examples
 	$(PY) -m pytest --nbmake tests notebooks $(PYTEST_ARGS)

@@ -90,12 +90,19 @@ def main() -> None:
     args = ap.parse_args()
 
     starts = [loom_start_once() for _ in range(args.runs)]
-    print(json.dumps({
-        "bench": "notebook", "workload": "loom_start", "runs": args.runs,
-        "load_ext_s_median": round(statistics.median(s["load_ext_s"] for s in starts), 4),
-        "start_s_median": round(statistics.median(s["start_s"] for s in starts), 4),
-        "start_s_runs": [round(s["start_s"], 4) for s in starts],
-    }), flush=True)  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "bench": "notebook",
+                "workload": "loom_start",
+                "runs": args.runs,
+                "load_ext_s_median": round(statistics.median(s["load_ext_s"] for s in starts), 4),
+                "start_s_median": round(statistics.median(s["start_s"] for s in starts), 4),
+                "start_s_runs": [round(s["start_s"], 4) for s in starts],
+            }
+        ),
+        flush=True,
+    )
 
     with_, without = [], []
     for _ in range(args.runs):
@@ -107,14 +114,24 @@ def main() -> None:
     cpu_with = statistics.median(r["cpu_s"] / r["wall_s"] for r in with_)
     cpu_without = statistics.median(r["cpu_s"] / r["wall_s"] for r in without)
     events_per_s = statistics.median(r["events"] / r["wall_s"] for r in with_)
-    print(json.dumps({
-        "bench": "notebook", "workload": "inspectors_load", "runs": args.runs, "target_rate": args.rate,
-        "events_per_s": round(events_per_s), "comm_msgs_per_s": per_widget,
-        "comm_msgs_per_s_total": round(sum(per_widget.values()), 2),
-        "cpu_share_without": round(cpu_without, 3), "cpu_share_with": round(cpu_with, 3),
-        "inspector_cpu_share": round(cpu_with - cpu_without, 3),
-        "inspector_cpu_us_per_event": round((cpu_with - cpu_without) / events_per_s * 1e6, 2),
-    }), flush=True)  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "bench": "notebook",
+                "workload": "inspectors_load",
+                "runs": args.runs,
+                "target_rate": args.rate,
+                "events_per_s": round(events_per_s),
+                "comm_msgs_per_s": per_widget,
+                "comm_msgs_per_s_total": round(sum(per_widget.values()), 2),
+                "cpu_share_without": round(cpu_without, 3),
+                "cpu_share_with": round(cpu_with, 3),
+                "inspector_cpu_share": round(cpu_with - cpu_without, 3),
+                "inspector_cpu_us_per_event": round((cpu_with - cpu_without) / events_per_s * 1e6, 2),
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
 
         tools = [t.strip() for t in args.tools.split(",") if t.strip()] or None
         try:
-            asyncio.run(serve(args.transport, host=args.host, port=args.port, workspace=args.workspace,
-                              native_tools=tools))  # fmt: skip
+            asyncio.run(
+                serve(args.transport, host=args.host, port=args.port, workspace=args.workspace, native_tools=tools)
+            )
         except KeyboardInterrupt:
             pass
     return 0

@@ -116,7 +116,7 @@ class Loom:
         """
         if self._state == "running":
             return self
-        self.start_nowait()
+        self._begin()
         await self._load_mcp()
         return self
 
@@ -135,15 +135,18 @@ class Loom:
         """
         if self._state == "running":
             return self
+        self._begin()
+        if self._mcp_config or os.environ.get("LOOM_MCP_SERVERS", "").strip():
+            self.spawn(self._load_mcp(), name="loom.tools.mcp.load")
+        return self
+
+    def _begin(self) -> None:
         if self._state != "created":
             raise UsageError(f"runtime {self.name!r} is {self._state}; create a new Loom to start again")
         self._loop = asyncio.get_running_loop()
         self._started_at = time.monotonic()
         self._state = "running"
         _running.append(self)
-        if self._mcp_config or os.environ.get("LOOM_MCP_SERVERS", "").strip():
-            self.spawn(self._load_mcp(), name="loom.tools.mcp.load")
-        return self
 
     async def stop(self) -> None:
         """Close every subscription, cancel and await every owned task. Idempotent."""

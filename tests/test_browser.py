@@ -23,9 +23,15 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROME_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 pytestmark = pytest.mark.slow
 
@@ -55,12 +61,21 @@ def lab(tmp_path):
         "IPYTHONDIR": str(state / "ipython"),
     }
     cmd = [
-        sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={served}",
-        "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        "--LabApp.extension_manager=readonly", "--LabApp.expose_app_in_browser=True",
-        f"--LabApp.workspaces_dir={state / 'ws'}", f"--LabApp.user_settings_dir={state / 'settings'}",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={served}",
+        "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.extension_manager=readonly",
+        "--LabApp.expose_app_in_browser=True",
+        f"--LabApp.workspaces_dir={state / 'ws'}",
+        f"--LabApp.user_settings_dir={state / 'settings'}",
+    ]
     if os.geteuid() == 0:
         cmd.append("--allow-root")
     log = open(tmp_path / "lab.log", "wb")  # noqa: SIM115 - closed in the finally below
@@ -157,9 +172,10 @@ def test_quickstart_runs_in_jupyterlab_and_the_bus_inspector_updates_live(lab):
         widget = page.locator(".loom-bus").first
         first_total = int(widget.get_attribute("data-total") or 0)
         page.wait_for_function(
-            "(t) => Number(document.querySelector('.loom-bus').dataset.total) >= t + 20", arg=first_total,
+            "(t) => Number(document.querySelector('.loom-bus').dataset.total) >= t + 20",
+            arg=first_total,
             timeout=30_000,
-        )  # fmt: skip
+        )
         rows = page.locator(".loom-bus .loom-events .loom-row")
         assert rows.count() > 0
         assert "market.price." in rows.first.inner_text()
@@ -183,16 +199,18 @@ def test_agent_and_collaboration_notebooks_render_their_inspectors(lab):
         browser = Browser(p)
         page = browser.page
         _open_and_run_all(page, url, token, "01_agents.ipynb")
-        page.wait_for_function("() => Number(document.querySelector('.loom-agents')?.dataset.agents) >= 4",
-                               timeout=60_000)  # fmt: skip
+        page.wait_for_function(
+            "() => Number(document.querySelector('.loom-agents')?.dataset.agents) >= 4", timeout=60_000
+        )
         agents = page.locator(".loom-agents").first
         assert page.locator(".loom-agents .loom-state-failed").count() >= 1  # the fragile agent
         agents.locator(".loom-row").first.click()  # opens the state tree
         assert "persistent state" in agents.locator(".loom-detail").inner_text()
         agents.scroll_into_view_if_needed()
         agents.screenshot(path=str(ARTIFACTS / "agent-inspector.png"))
-        page.wait_for_function("() => Number(document.querySelector('.loom-topology')?.dataset.nodes) >= 4",
-                               timeout=30_000)  # fmt: skip
+        page.wait_for_function(
+            "() => Number(document.querySelector('.loom-topology')?.dataset.nodes) >= 4", timeout=30_000
+        )
         topo = page.locator(".loom-topology").first
         assert topo.locator("circle").count() >= 4 and topo.locator("line").count() >= 2
         topo.scroll_into_view_if_needed()
@@ -200,8 +218,9 @@ def test_agent_and_collaboration_notebooks_render_their_inspectors(lab):
         _no_tracebacks(page)
 
         _open_and_run_all(page, url, token, "02_collaboration_patterns.ipynb")
-        page.wait_for_function("() => Number(document.querySelector('.loom-timeline')?.dataset.items) >= 10",
-                               timeout=60_000)  # fmt: skip
+        page.wait_for_function(
+            "() => Number(document.querySelector('.loom-timeline')?.dataset.items) >= 10", timeout=60_000
+        )
         timeline = page.locator(".loom-timeline").first
         assert timeline.locator("rect.loom-span").count() >= 3  # answered requests are spans
         timeline.locator("rect.loom-span").first.click()

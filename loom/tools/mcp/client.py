@@ -130,11 +130,16 @@ class McpConnection:
                 self.server_info = f"{info.name} {info.version}" if info else ""
                 self.protocol_version = str(client.protocol_version or "")
                 await self._register_tools()
-                self.status = "connected"
-                ready.set_result(None)
                 assert self._stop is not None
+                listening = asyncio.Event()
                 async with asyncio.TaskGroup() as group:  # the listener lives exactly as long as the connection
-                    watcher = group.create_task(self._watch(client), name=f"loom.tools.mcp.watch:{self.config.name}")
+                    watcher = group.create_task(
+                        self._watch(client, listening), name=f"loom.tools.mcp.watch:{self.config.name}"
+                    )
+                    # Ready only once change events are subscribed: there is no replay of missed ones.
+                    await listening.wait()
+                    self.status = "connected"
+                    ready.set_result(None)
                     await self._stop.wait()
                     watcher.cancel()
         except asyncio.CancelledError:
@@ -189,19 +194,23 @@ class McpConnection:
             self.rt.tools.register(tool, provider="mcp", owner=owner)
             self.tools.append(tool.name)
 
-    async def _watch(self, client: Any) -> None:
+    async def _watch(self, client: Any, listening: asyncio.Event) -> None:
         """Re-list the tools when the server says they changed (2026-07-28: a listen stream;
-        older protocols send ``notifications/tools/list_changed``, seen by ``_on_message``)."""
+        older protocols send ``notifications/tools/list_changed``, seen by ``_on_message``).
+        ``listening`` is set once events can no longer be missed (or there is no stream)."""
         from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost
 
         try:
             async with client.listen(tools_list_changed=True) as sub:
+                listening.set()
                 async for _event in sub:
                     await self._refresh()
         except (ListenNotSupportedError, SubscriptionLost):
             return
         except Exception as exc:  # noqa: BLE001 - a server without subscriptions still serves calls
             log.info("MCP server %s: no change stream (%s)", self.config.name, _describe(exc))
+        finally:
+            listening.set()
 
     async def _on_message(self, message: Any) -> None:
         import mcp_types as types

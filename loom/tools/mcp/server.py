@@ -19,8 +19,14 @@ if TYPE_CHECKING:
 
 __all__ = ["build_mcp_server", "mcp_tool_name", "serve"]
 
-_JSON_TYPES: dict[str, Any] = {"string": str, "integer": int, "number": float, "boolean": bool, "array": list,
-                               "object": dict}  # fmt: skip
+_JSON_TYPES: dict[str, Any] = {
+    "string": str,
+    "integer": int,
+    "number": float,
+    "boolean": bool,
+    "array": list,
+    "object": dict,
+}
 
 
 def mcp_tool_name(name: str) -> str:

@@ -52,12 +52,13 @@ class FsReadTool:
             raise ToolError(
                 ErrorCode.PERMISSION_DENIED, self.name, f"cannot open {self.workspace.relative(real)}: {exc.strerror}"
             ) from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise ToolError(
+                ErrorCode.INVALID_PARAMS, self.name, f"{self.workspace.relative(real)} is not a regular file"
+            )
         with os.fdopen(fd, "rb") as f:
-            info = os.fstat(f.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise ToolError(
-                    ErrorCode.INVALID_PARAMS, self.name, f"{self.workspace.relative(real)} is not a regular file"
-                )
             data = f.read(cap + 1)
         truncated = len(data) > cap
         data = data[:cap]
