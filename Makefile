@@ -65,6 +65,7 @@ bench: $(STAMP)
 	$(PY) bench/bus.py
 	$(PY) bench/rpc.py
 	$(PY) bench/notebook.py
+	$(PY) bench/tools.py
 
 proto: $(STAMP)
 	$(PY) -m loom.bridge.protogen

@@ -214,6 +214,14 @@ class EventBus:
     def get_subscription(self, subscription_id: str) -> Subscription | None:
         return self._subs.get(subscription_id)
 
+    def has_subscribers(self, topic: str) -> bool:
+        """Whether anything would receive an event on ``topic`` (one cached lookup): lets observers
+        skip building events nobody reads."""
+        route = self._routes.get(topic)
+        if route is None or route.gen != self._gen:
+            route = self._resolve(topic)
+        return bool(route.subs)
+
     def subscribers_of(self, topic: str) -> list[Subscription]:
         """Open subscriptions that would receive an event published on ``topic``."""
         validate_topic(topic)

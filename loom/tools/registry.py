@@ -221,14 +221,14 @@ class ToolRegistry:
             call_id: idempotency key: a second call with the same id returns the first result.
             caller: who asks (shown on the ``tool.call`` event).
         """
-        if call_id is not None:
-            done = self._results.get(call_id)
-            if done is not None:
-                return done
-            pending = self._inflight.get(call_id)
-            if pending is not None:
-                return await asyncio.shield(pending)
-        call_id = call_id or new_event_id()
+        if call_id is None:  # nobody can repeat this call: no idempotency bookkeeping needed
+            return await self._invoke(name, args, timeout, new_event_id(), caller)
+        done = self._results.get(call_id)
+        if done is not None:
+            return done
+        pending = self._inflight.get(call_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
         fut: asyncio.Future[ToolResult] = asyncio.get_running_loop().create_future()
         self._inflight[call_id] = fut
         try:
@@ -259,10 +259,11 @@ class ToolRegistry:
         limit = self.default_timeout if timeout is None else timeout
         if isinstance(limit, bool) or not isinstance(limit, int | float) or limit <= 0:
             raise UsageError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        self._emit(
-            "tool.call",
-            {"id": call_id, "tool": name, "caller": caller, "provider": entry.provider, "args": _preview(args)},
-        )
+        if self._watched("tool.call"):  # events are built only when someone listens
+            self._emit(
+                "tool.call",
+                {"id": call_id, "tool": name, "caller": caller, "provider": entry.provider, "args": _preview(args)},
+            )
         try:
             kwargs = self._validate(entry, name, args)
         except ToolError as exc:
@@ -331,20 +332,25 @@ class ToolRegistry:
             else:
                 code = result.error.code if result.error else "?"
                 st.errors[code] = st.errors.get(code, 0) + 1
-        body: dict[str, Any] = {
-            "id": result.id,
-            "tool": result.tool,
-            "status": str(result.status),
-            "duration_ms": round(result.duration_ms, 3),
-        }
-        if result.error is not None:
-            body["error"] = {"code": result.error.code, "message": result.error.message}
-        self._emit("tool.result", body)
+        if self._watched("tool.result"):
+            body: dict[str, Any] = {
+                "id": result.id,
+                "tool": result.tool,
+                "status": str(result.status),
+                "duration_ms": round(result.duration_ms, 3),
+            }
+            if result.error is not None:
+                body["error"] = {"code": result.error.code, "message": result.error.message}
+            self._emit("tool.result", body)
         return result
+
+    def _watched(self, topic: str) -> bool:
+        bus = self._bus
+        return bus is not None and not bus.closed and bus.has_subscribers(topic)
 
     def _emit(self, topic: str, body: dict[str, Any]) -> None:
         bus = self._bus
-        if bus is None or bus.closed:
+        if bus is None:
             return
         try:
             payload = json.dumps(body, default=str).encode()
