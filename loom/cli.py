@@ -16,6 +16,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run a short scenario in the terminal")
     demo.add_argument("--ticks", type=int, default=2000, help="price ticks to publish (default 2000)")
+    bridge = sub.add_parser("bridge", help="serve the loom.v1 gRPC bridge (agents in other processes join through it)")
+    bridge.add_argument("--host", default=None, help="bind address (default 127.0.0.1, or from LOOM_BRIDGE_ADDR)")
+    bridge.add_argument("--port", type=int, default=None, help="port (default 50051, or from LOOM_BRIDGE_ADDR)")
+    bridge.add_argument("--token", default=None, help="require 'authorization: Bearer TOKEN' (or LOOM_BRIDGE_TOKEN)")
+    bridge.add_argument("--force", action="store_true", help="allow a non-loopback address without a token")
+    bridge.add_argument("--workspace", default=".", help="directory the native tools are confined to")
     mcp = sub.add_parser("mcp", help="Model Context Protocol")
     mcp_sub = mcp.add_subparsers(dest="mcp_command", required=True)
     serve = mcp_sub.add_parser("serve", help="serve the runtime's tools (and `publish`) to MCP clients")
@@ -36,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         from loom.demo import run_demo
 
         run_demo(ticks=args.ticks)
+    elif args.command == "bridge":
+        from loom.bridge.cli import run_bridge
+
+        return run_bridge(args)
     elif args.command == "mcp":
         import asyncio
 

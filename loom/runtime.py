@@ -93,6 +93,7 @@ class Loom:
         for tool in make_native_tools(self.workspace, names, **(tool_options or {})):
             self.tools.register(tool, provider="native")
         self._mcp_config = parse_mcp_config(mcp_servers) if mcp_servers is not None else None
+        self.bridge: Any = None  # the BridgeServer, once start_bridge() ran
         self._state: Literal["created", "running", "stopping", "stopped"] = "created"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started_at = 0.0
@@ -156,6 +157,8 @@ class Loom:
         if self in _running:  # no longer current() as soon as stopping begins
             _running.remove(self)
         try:
+            if self.bridge is not None:
+                await self.bridge.stop()  # streams closed, port released
             await self.agents.aclose()  # each agent gets on_shutdown and saves its state
             await self.tools.aclose()  # MCP servers stopped, HTTP clients closed
             await self.bus.aclose()
@@ -171,6 +174,31 @@ class Loom:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    # -- bridge --------------------------------------------------------------------------
+    async def start_bridge(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 50051,
+        *,
+        token: str | None = None,
+        force: bool = False,
+        **options: Any,
+    ) -> Any:
+        """Serve the loom.v1 Bridge gRPC service on this runtime's loop; returns the BridgeServer
+        (``.port`` is the bound port: pass ``port=0`` for a free one).
+
+        Raises:
+            UsageError: a non-loopback host without a token (unless ``force``), or the port cannot be bound.
+        """
+        from loom.bridge.server import BridgeServer
+
+        if self.bridge is not None:
+            raise UsageError(f"the bridge already serves on {self.bridge.address}")
+        server = BridgeServer(self, host, port, token=token, force=force, **options)
+        await server.start()
+        self.bridge = server
+        return server
 
     # -- tasks ---------------------------------------------------------------------------
     def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:

@@ -1,0 +1,165 @@
+"""One EventStream connection: its subscriptions, its outbound queue, its pending action calls.
+
+Everything is keyed by the connection, not by the agent id: when an agent reconnects, the old
+stream's cleanup can never tear down the new stream's subscriptions (upstream's did).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from loom.bridge._pb.loom.v1 import bridge_pb2
+from loom.errors import InvalidTopic, LoomError, SubscriptionClosed
+from loom.events.event import Event
+from loom.events.qos import QoS
+from loom.events.subscription import Subscription
+
+if TYPE_CHECKING:
+    from loom.bridge.server import BridgeServer
+
+__all__ = ["CLOSE", "Connection"]
+
+log = logging.getLogger("loom.bridge")
+_ids = itertools.count(1)
+CLOSE = object()  # put in the outbound queue to end the writer
+
+
+class Connection:
+    """State of one live EventStream."""
+
+    def __init__(self, server: BridgeServer, agent_id: str, *, qos: QoS, queue: int, peer: str) -> None:
+        self.server = server
+        self.agent_id = agent_id
+        self.id = f"conn-{next(_ids)}"
+        self.peer = peer
+        self.qos = qos
+        self.queue_size = queue
+        self.outbound: asyncio.Queue[Any] = asyncio.Queue(maxsize=queue)
+        self.subscriptions: dict[str, Subscription] = {}
+        self.forwarders: dict[str, asyncio.Task[None]] = {}
+        self.pending: dict[str, asyncio.Future[Any]] = {}  # action-call id -> the caller's future
+        self.closed = asyncio.Event()
+        self.close_reason = ""
+        self.delivered = 0
+        self.received = 0
+
+    # -- subscriptions -------------------------------------------------------------------
+    def subscribe(self, pattern: str) -> None:
+        """Forward events on ``pattern`` as Deliveries whose topic is the pattern (as upstream)."""
+        if pattern in self.subscriptions or self.closed.is_set():
+            return
+        sub = self.server.rt.bus.subscribe(
+            pattern, qos=self.qos, maxsize=self.queue_size, name=f"bridge-{self.agent_id}"
+        )
+        self.subscriptions[pattern] = sub
+        self.forwarders[pattern] = self.server.rt.spawn(
+            self._forward(pattern, sub), name=f"loom.bridge.forward:{self.agent_id}:{pattern}"
+        )
+
+    def unsubscribe(self, pattern: str) -> None:
+        sub = self.subscriptions.pop(pattern, None)
+        if sub is not None:
+            sub.close()
+        task = self.forwarders.pop(pattern, None)
+        if task is not None:
+            task.cancel()
+
+    async def _forward(self, pattern: str, sub: Subscription) -> None:
+        put = self.outbound.put
+        stall = self.server.stall_timeout
+        try:
+            async for _topic, event in sub:
+                msg = bridge_pb2.ServerEvent(delivery=bridge_pb2.Delivery(topic=pattern, event=event.to_proto()))
+                if self.outbound.full():
+                    try:
+                        async with asyncio.timeout(stall):
+                            await put(msg)
+                    except TimeoutError:
+                        self.close(f"client stalled: no room in its stream for {stall:g}s")
+                        return
+                else:
+                    self.outbound.put_nowait(msg)
+                self.delivered += 1
+        except SubscriptionClosed:
+            return
+
+    # -- inbound -------------------------------------------------------------------------
+    async def handle(self, msg: Any) -> None:
+        """One ClientEvent from the agent."""
+        kind = msg.WhichOneof("msg")
+        self.received += 1
+        if kind == "publish":
+            await self._publish(msg.publish)
+        elif kind == "ping":
+            self.send(bridge_pb2.ServerEvent(pong=bridge_pb2.HeartbeatResponse(timestamp_ms=_now_ms(), status="ok")))
+            self.server.rt.directory.heartbeat(self.agent_id)
+        elif kind == "action_result":
+            fut = self.pending.pop(msg.action_result.id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(msg.action_result)
+        elif kind == "subscribe":
+            self._checked(self.subscribe, msg.subscribe.topic)
+        elif kind == "unsubscribe":
+            self.unsubscribe(msg.unsubscribe.topic)
+        # further acks and empty messages are ignored, as upstream does
+
+    async def _publish(self, pub: Any) -> None:
+        if not pub.HasField("event"):
+            return
+        try:
+            event = Event.from_proto(pub.event)
+            await self.server.rt.bus.publish(pub.topic, event, timeout=self.server.stall_timeout)
+        except (LoomError, ValueError, TypeError) as exc:
+            self.send_error("INVALID_ARGUMENT", f"publish to {pub.topic!r} refused: {exc}")
+
+    def _checked(self, fn: Any, pattern: str) -> None:
+        try:
+            fn(pattern)
+        except (InvalidTopic, TypeError) as exc:
+            self.send_error("INVALID_ARGUMENT", str(exc))
+
+    # -- outbound ------------------------------------------------------------------------
+    def send(self, msg: Any) -> bool:
+        """Queue a server message without waiting; False (and the stream is closed) when full."""
+        try:
+            self.outbound.put_nowait(msg)
+        except asyncio.QueueFull:
+            self.close("client stalled: its stream queue is full")
+            return False
+        return True
+
+    def send_error(self, code: str, message: str) -> None:
+        self.send(bridge_pb2.ServerEvent(err=bridge_pb2.Error(code=code, message=message)))
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def close(self, reason: str) -> None:
+        """End the stream: subscriptions closed, forwarders cancelled, pending calls failed. Idempotent."""
+        if self.closed.is_set():
+            return
+        self.close_reason = reason
+        self.closed.set()
+        while True:  # wake the writer, even when the queue is full (what is queued no longer matters)
+            try:
+                self.outbound.put_nowait(CLOSE)
+                break
+            except asyncio.QueueFull:
+                self.outbound.get_nowait()
+        for pattern in list(self.subscriptions):
+            self.unsubscribe(pattern)
+        for call_id, fut in list(self.pending.items()):
+            if not fut.done():
+                fut.set_exception(ConnectionError(f"agent {self.agent_id!r} disconnected ({reason})"))
+                fut.exception()  # the caller may already be gone (timed out): do not warn
+            self.pending.pop(call_id, None)
+        self.server._connection_closed(self)
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.id} {self.agent_id} {len(self.subscriptions)} subscriptions>"
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

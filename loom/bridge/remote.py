@@ -1,0 +1,91 @@
+"""Capabilities of remote agents as tools, and ToolResult ↔ ActionResult conversion."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from loom.bridge._pb.loom.v1 import action_pb2
+from loom.errors import ToolError
+from loom.events.event import new_event_id
+from loom.tools.result import ErrorCode, ToolResult, ToolStatus
+
+if TYPE_CHECKING:
+    from loom.bridge.server import BridgeServer
+
+__all__ = ["RemoteTool", "action_result_from", "tool_error_from"]
+
+_STATUS = {
+    ToolStatus.OK: action_pb2.ACTION_OK,
+    ToolStatus.ERROR: action_pb2.ACTION_ERROR,
+    ToolStatus.TIMEOUT: action_pb2.ACTION_TIMEOUT,
+}
+
+
+def action_result_from(result: ToolResult, call_id: str) -> Any:
+    """A ToolResult as the wire's ActionResult (output as JSON bytes)."""
+    msg = action_pb2.ActionResult(id=call_id, status=_STATUS[result.status])
+    if result.ok:
+        if result.output is not None:
+            msg.output = (
+                result.output if isinstance(result.output, bytes) else json.dumps(result.output, default=str).encode()
+            )
+    else:
+        assert result.error is not None
+        msg.error.CopyFrom(
+            action_pb2.ActionError(code=result.error.code, message=result.error.message, details=result.error.details)
+        )
+    return msg
+
+
+def tool_error_from(msg: Any, tool: str) -> ToolError:
+    """The ToolError an ActionResult that is not OK stands for."""
+    if msg.status == action_pb2.ACTION_TIMEOUT:
+        return ToolError(ErrorCode.ACTION_TIMEOUT, tool, msg.error.message or "the remote agent timed out")
+    return ToolError(
+        msg.error.code or ErrorCode.CAPABILITY_ERROR,
+        tool,
+        msg.error.message or "the remote agent failed",
+        dict(msg.error.details),
+    )
+
+
+class RemoteTool:
+    """A capability a bridged agent declared: invoking it pushes an ActionCall on its stream."""
+
+    provider = "remote"
+
+    def __init__(self, server: BridgeServer, agent_id: str, desc: Any) -> None:
+        self.server = server
+        self.agent_id = agent_id
+        self.name = desc.name
+        self.version = desc.version or "1.0"
+        md = dict(desc.metadata)
+        self.description = md.get("desc") or md.get("description") or f"capability of remote agent {agent_id}"
+        schema_text = md.get("input_schema") or md.get("schema") or ""
+        try:
+            self.schema = json.loads(schema_text) if schema_text else {"type": "object"}
+        except ValueError:
+            self.schema = {"type": "object"}
+
+    async def execute(self, args: dict[str, Any]) -> Any:
+        call = action_pb2.ActionCall(
+            id=new_event_id(),
+            capability=self.name,
+            version=self.version,
+            payload=json.dumps(args).encode(),
+            correlation_id="",
+        )
+        call.correlation_id = call.id
+        try:
+            result = await self.server.push_action_call(self.agent_id, call)
+        except ConnectionError as exc:
+            raise ToolError(ErrorCode.PROVIDER_UNAVAILABLE, self.name, str(exc)) from None
+        if result.status != action_pb2.ACTION_OK:
+            raise tool_error_from(result, self.name)
+        if not result.output:
+            return None
+        try:
+            return json.loads(result.output)
+        except ValueError:
+            return result.output.decode("utf-8", errors="replace")

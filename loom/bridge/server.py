@@ -1,0 +1,304 @@
+"""The loom.v1 Bridge gRPC service, served by ``grpc.aio`` on the runtime's own loop.
+
+RegisterAgent stores an agent's topics and capabilities (directory entry, remote tools);
+EventStream is Ack-first, then subscribes the registered topics for that connection, echoes the
+agent's own events when it subscribes to them (upstream clients rely on it), relays publishes,
+pings and action results; ForwardAction goes to the ToolRegistry; Heartbeat echoes. Capabilities
+of remote agents are callable tools: an invocation is pushed as an ActionCall on the agent's
+stream and answered by its ActionResult.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from loom.bridge._pb.loom.v1 import action_pb2, bridge_pb2, bridge_pb2_grpc
+from loom.bridge.auth import TokenInterceptor
+from loom.bridge.connection import CLOSE, Connection
+from loom.bridge.remote import RemoteTool, action_result_from
+from loom.errors import InvalidTopic, UsageError
+from loom.events.qos import QoS
+from loom.events.topics import validate_pattern, validate_topic
+
+if TYPE_CHECKING:
+    from loom.runtime import Loom
+
+__all__ = ["BridgeServer"]
+
+log = logging.getLogger("loom.bridge")
+_QOS = {"realtime": QoS.REALTIME, "batched": QoS.BATCHED, "background": QoS.BACKGROUND}
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class BridgeServer:
+    """A Bridge gRPC server bound to one runtime. Start with ``await rt.start_bridge(...)``.
+
+    Args:
+        host / port: where to listen (port 0 picks a free one); loopback by default.
+        token: when set, every call must carry ``authorization: Bearer <token>``.
+        force: allow a non-loopback address without a token (refused otherwise).
+        max_message_bytes: the largest message accepted or sent.
+        stream_queue: per-connection outbound queue (and the bus queue of each of its topics).
+        stall_timeout: seconds a client may leave its queue full before the stream is closed.
+        ack_timeout: seconds to wait for a new stream's first message (the Ack).
+    """
+
+    def __init__(
+        self,
+        rt: Loom,
+        host: str = "127.0.0.1",
+        port: int = 50051,
+        *,
+        token: str | None = None,
+        force: bool = False,
+        max_message_bytes: int = 4 * 1024 * 1024,
+        stream_queue: int = 1024,
+        stall_timeout: float = 30.0,
+        ack_timeout: float = 10.0,
+    ) -> None:
+        if not _is_loopback(host) and not token and not force:
+            raise UsageError(
+                f"refusing to serve the bridge on {host!r} without a token: anyone who can reach it could "
+                "act as an agent. Pass token=..., bind 127.0.0.1, or force=True"
+            )
+        if not isinstance(port, int) or not 0 <= port <= 65535:
+            raise UsageError(f"port must be an int in 0..65535, got {port!r}")
+        self.rt = rt
+        self.host, self.port = host, port
+        self.token = token
+        self.max_message_bytes = max_message_bytes
+        self.stream_queue = stream_queue
+        self.stall_timeout = stall_timeout
+        self.ack_timeout = ack_timeout
+        self.registrations: dict[str, Any] = {}
+        self.connections: dict[str, Connection] = {}
+        self.by_agent: dict[str, Connection] = {}
+        self._server: grpc.aio.Server | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def start(self) -> int:
+        """Bind and serve; returns the bound port.
+
+        Raises:
+            UsageError: the address cannot be bound (in use, bad host).
+        """
+        options = [
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.so_reuseport", 0),
+        ]
+        interceptors = [TokenInterceptor(self.token)] if self.token else []
+        server = grpc.aio.server(options=options, interceptors=interceptors)
+        bridge_pb2_grpc.add_BridgeServicer_to_server(_Servicer(self), server)
+        try:
+            bound = server.add_insecure_port(f"{self.host}:{self.port}")
+        except RuntimeError as exc:
+            raise UsageError(f"cannot bind the bridge to {self.address}: {exc}") from None
+        if not bound:
+            raise UsageError(f"cannot bind the bridge to {self.address} (in use?)")
+        await server.start()
+        self._server, self.port = server, bound
+        log.info("bridge serving on %s", self.address)
+        return bound
+
+    async def stop(self, grace: float = 1.0) -> None:
+        """Close every stream and the port. Idempotent."""
+        server, self._server = self._server, None
+        for conn in list(self.connections.values()):
+            conn.close("bridge stopped")
+        if server is not None:
+            await server.stop(grace)
+
+    # -- registrations -------------------------------------------------------------------
+    def register(self, req: Any) -> tuple[bool, str]:
+        agent_id = req.agent_id
+        if not agent_id:
+            return False, "agent_id cannot be empty"
+        try:
+            validate_topic(f"agent.{agent_id}.replies")
+            if "." in agent_id:
+                raise InvalidTopic(agent_id, "an agent id must be one topic segment (no dots)")
+            for t in req.subscribed_topics:
+                validate_pattern(t)
+        except (InvalidTopic, TypeError) as exc:
+            return False, str(exc)
+        qos = req.metadata.get("qos", "batched").lower()
+        if qos not in _QOS:
+            return False, f"metadata qos must be one of {sorted(_QOS)}, got {qos!r}"
+        self.registrations[agent_id] = req
+        from loom.agents.directory import AgentInfo
+
+        caps = tuple(c.name for c in req.capabilities)
+        self.rt.directory.register(
+            AgentInfo(
+                agent_id=agent_id,
+                topics=tuple(req.subscribed_topics),
+                capabilities=caps,
+                metadata=dict(req.metadata),
+                location="remote",
+                status="active" if agent_id in self.by_agent else "idle",
+            )
+        )
+        owner = f"remote:{agent_id}"
+        self.rt.tools.unregister_owner(owner)
+        for desc in req.capabilities:
+            if desc.name and desc.name not in self.rt.tools:
+                self.rt.tools.register(RemoteTool(self, agent_id, desc), provider="remote", owner=owner)
+        return True, ""
+
+    def _connection_closed(self, conn: Connection) -> None:
+        self.connections.pop(conn.id, None)
+        if self.by_agent.get(conn.agent_id) is conn:  # only if no newer stream replaced it
+            del self.by_agent[conn.agent_id]
+            self.rt.directory.update(conn.agent_id, status="disconnected")
+
+    # -- remote calls --------------------------------------------------------------------
+    async def push_action_call(self, agent_id: str, call: Any) -> Any:
+        """Send an ActionCall on the agent's live stream and await its ActionResult.
+
+        Raises:
+            ConnectionError: the agent has no live stream, or disconnected before answering.
+        """
+        conn = self.by_agent.get(agent_id)
+        if conn is None or conn.closed.is_set():
+            raise ConnectionError(f"agent {agent_id!r} has no live stream")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        conn.pending[call.id] = fut
+        if not conn.send(bridge_pb2.ServerEvent(action_call=call)):
+            conn.pending.pop(call.id, None)
+            raise ConnectionError(f"agent {agent_id!r} is not reading its stream")
+        try:
+            return await fut
+        finally:
+            conn.pending.pop(call.id, None)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "token": bool(self.token),
+            "connections": [
+                {
+                    "id": c.id,
+                    "agent": c.agent_id,
+                    "peer": c.peer,
+                    "topics": list(c.subscriptions),
+                    "delivered": c.delivered,
+                    "received": c.received,
+                }
+                for c in self.connections.values()
+            ],
+            "registered": sorted(self.registrations),
+        }
+
+
+class _Servicer(bridge_pb2_grpc.BridgeServicer):
+    def __init__(self, server: BridgeServer) -> None:
+        self.s = server
+
+    async def RegisterAgent(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method names
+        ok, message = self.s.register(request)
+        return bridge_pb2.AgentRegisterResponse(success=ok, error_message=message)
+
+    async def Heartbeat(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return bridge_pb2.HeartbeatResponse(timestamp_ms=request.timestamp_ms, status="ok")
+
+    async def ForwardAction(self, request: Any, context: Any) -> Any:  # noqa: N802
+        try:
+            args = json.loads(request.payload) if request.payload else {}
+        except ValueError as exc:
+            return action_pb2.ActionResult(
+                id=request.id,
+                status=action_pb2.ACTION_ERROR,
+                error=action_pb2.ActionError(code="INVALID_PARAMS", message=f"payload is not JSON: {exc}"),
+            )
+        tool = self.s.rt.tools.get(request.capability)
+        if (
+            tool is not None
+            and request.version
+            and getattr(tool, "version", request.version) not in (request.version, "")
+        ):
+            return action_pb2.ActionResult(
+                id=request.id,
+                status=action_pb2.ACTION_ERROR,
+                error=action_pb2.ActionError(
+                    code="NOT_FOUND",
+                    message=f"{request.capability!r} is offered in version {tool.version!r}, not {request.version!r}",
+                ),
+            )
+        timeout = request.timeout_ms / 1000 if request.timeout_ms > 0 else None
+        caller = dict(request.headers).get("sender") or dict(request.headers).get("x-agent-id", "bridge")
+        result = await self.s.rt.tools.invoke(
+            request.capability, args, timeout=timeout, call_id=request.id or None, caller=caller
+        )
+        return action_result_from(result, request.id)
+
+    async def EventStream(self, request_iterator: Any, context: Any) -> None:  # noqa: N802
+        s = self.s
+        try:
+            async with asyncio.timeout(s.ack_timeout):
+                first = await anext(aiter(request_iterator))
+        except StopAsyncIteration:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no first message: the stream must start with an Ack")
+        except TimeoutError:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"no Ack within {s.ack_timeout:g}s: the first stream message must be Ack carrying agent_id",
+            )
+        if first.WhichOneof("msg") != "ack" or not first.ack.message_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first stream message must be Ack carrying agent_id")
+        agent_id = first.ack.message_id
+        reg = s.registrations.get(agent_id)
+        qos = _QOS.get(reg.metadata.get("qos", "batched").lower(), QoS.BATCHED) if reg else QoS.BATCHED
+        conn = Connection(s, agent_id, qos=qos, queue=s.stream_queue, peer=context.peer())
+        s.connections[conn.id] = conn
+        previous = s.by_agent.get(agent_id)
+        s.by_agent[agent_id] = conn
+        s.rt.directory.update(agent_id, status="active")
+        for topic in reg.subscribed_topics if reg else ():
+            conn.subscribe(topic)
+        reader = s.rt.spawn(self._read(conn, request_iterator), name=f"loom.bridge.read:{agent_id}:{conn.id}")
+        log.info("agent %s connected (%s)%s", agent_id, conn.id, " replacing an older stream" if previous else "")
+        try:
+            get, write = conn.outbound.get, context.write
+            while True:
+                msg = await get()
+                if msg is CLOSE:
+                    break
+                await write(msg)
+        finally:
+            conn.close(conn.close_reason or "stream ended")
+            reader.cancel()
+        if conn.close_reason.startswith("client stalled"):
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, conn.close_reason)
+
+    async def _read(self, conn: Connection, request_iterator: Any) -> None:
+        try:
+            async for msg in request_iterator:
+                await conn.handle(msg)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a broken client ends its own stream only
+            log.info("stream of %s ended: %r", conn.agent_id, exc)
+        finally:
+            conn.close(conn.close_reason or "client closed the stream")
