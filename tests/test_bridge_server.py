@@ -73,8 +73,11 @@ async def test_heartbeat_echoes_the_timestamp(bridged):
 
 async def test_register_agent_validates_and_registers_in_the_directory(bridged):
     rt, _, stub = bridged
-    r = await stub.RegisterAgent(bridge_pb2.AgentRegisterRequest(agent_id="test_agent_1", subscribed_topics=["test.topic"],
-                                                                 metadata={"test": "true"}))  # fmt: skip
+    r = await stub.RegisterAgent(
+        bridge_pb2.AgentRegisterRequest(
+            agent_id="test_agent_1", subscribed_topics=["test.topic"], metadata={"test": "true"}
+        )
+    )
     assert r.success and rt.directory.get("test_agent_1").location == "remote"
     empty = await stub.RegisterAgent(bridge_pb2.AgentRegisterRequest(agent_id=""))
     assert not empty.success and "agent_id" in empty.error_message
@@ -149,8 +152,12 @@ async def test_forward_action_reaches_the_tool_registry(bridged):
 
 async def test_a_remote_capability_is_a_callable_tool(bridged):
     rt, _, stub = bridged
-    desc = action_pb2.CapabilityDescriptor(name="test.add", version="1.0", provider=action_pb2.PROVIDER_GRPC,
-                                           metadata={"input_schema": json.dumps({"type": "object", "required": ["a", "b"]})})  # fmt: skip
+    desc = action_pb2.CapabilityDescriptor(
+        name="test.add",
+        version="1.0",
+        provider=action_pb2.PROVIDER_GRPC,
+        metadata={"input_schema": json.dumps({"type": "object", "required": ["a", "b"]})},
+    )
     await stub.RegisterAgent(bridge_pb2.AgentRegisterRequest(agent_id="adder", capabilities=[desc]))
     assert rt.tools.describe("test.add")["provider"] == "remote"
     offline = await rt.tools.invoke("test.add", {"a": 1, "b": 2})
@@ -161,16 +168,20 @@ async def test_a_remote_capability_is_a_callable_tool(bridged):
     async def answer():
         call = (await s.next("action_call")).action_call
         args = json.loads(call.payload)
-        s.send(action_result=action_pb2.ActionResult(id=call.id, status=action_pb2.ACTION_OK,
-                                                     output=json.dumps(args["a"] + args["b"]).encode()))  # fmt: skip
+        s.send(
+            action_result=action_pb2.ActionResult(
+                id=call.id, status=action_pb2.ACTION_OK, output=json.dumps(args["a"] + args["b"]).encode()
+            )
+        )
 
     answering = asyncio.create_task(answer())
     r = await rt.tools.invoke("test.add", {"a": 5, "b": 3}, timeout=3)
     await answering
     assert r.ok and r.output == 8
     assert (await rt.tools.invoke("test.add", {"a": 1})).error.code == "INVALID_PARAMS"  # the declared schema
-    fwd = await stub.ForwardAction(action_pb2.ActionCall(id="call_1", capability="test.add", payload=b'{"a": 5, "b": 3}',
-                                                         timeout_ms=300))  # fmt: skip
+    fwd = await stub.ForwardAction(
+        action_pb2.ActionCall(id="call_1", capability="test.add", payload=b'{"a": 5, "b": 3}', timeout_ms=300)
+    )
     assert fwd.id == "call_1" and fwd.status == action_pb2.ACTION_TIMEOUT  # nobody answers this one
     s.close()
 
@@ -200,8 +211,11 @@ async def test_a_stream_must_start_with_an_ack(bridged):
 
 async def test_a_client_killed_mid_call_gives_provider_unavailable_at_once(bridged):
     rt, _, stub = bridged
-    await stub.RegisterAgent(bridge_pb2.AgentRegisterRequest(agent_id="flaky", capabilities=[
-        action_pb2.CapabilityDescriptor(name="flaky.work", version="1.0")]))  # fmt: skip
+    await stub.RegisterAgent(
+        bridge_pb2.AgentRegisterRequest(
+            agent_id="flaky", capabilities=[action_pb2.CapabilityDescriptor(name="flaky.work", version="1.0")]
+        )
+    )
     s = Stream(stub, "flaky")
     await asyncio.sleep(0.1)
     invocation = asyncio.create_task(rt.tools.invoke("flaky.work", {}, timeout=30))
