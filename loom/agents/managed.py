@@ -93,7 +93,8 @@ class ManagedAgent:
     def _intercept(self, item: Delivery) -> bool:
         if not self.pending and not self._recent:
             return False
-        cid = item.event.metadata.get("correlation_id")
+        md = item.event.metadata
+        cid = md.get("correlation_id") or md.get("loom.correlation_id")  # loom-py clients write the prefixed key
         if cid is None:
             return False
         waiter = self.pending.get(cid)

@@ -72,8 +72,9 @@ class Connection:
         put = self.outbound.put
         stall = self.server.stall_timeout
         try:
-            async for _topic, event in sub:
-                msg = bridge_pb2.ServerEvent(delivery=bridge_pb2.Delivery(topic=pattern, event=event.to_proto()))
+            async for topic, event in sub:
+                delivery = bridge_pb2.Delivery(topic=pattern, event=event.to_proto(), concrete_topic=topic)
+                msg = bridge_pb2.ServerEvent(delivery=delivery)
                 if self.outbound.full():
                     try:
                         async with asyncio.timeout(stall):

@@ -95,10 +95,23 @@ class Collaborator:
     def note(self, thread_id: str, type: str, **metadata: str) -> None:
         """An observability event on ``thread.<id>.reply`` (never blocks the primitive)."""
         md = {"thread_id": thread_id, "correlation_id": thread_id, "sender": self.sender, **metadata}
-        self.bus.publish_nowait(
-            thread_reply_topic(thread_id),
-            Event(type, source=self.sender, metadata=md, tags=["collab"], priority=40),
+        self._notify(
+            thread_reply_topic(thread_id), Event(type, source=self.sender, metadata=md, tags=["collab"], priority=40)
         )
+
+    # Where this participant touches the bus. A remote participant (loom.bridge.client) overrides
+    # these to go over its stream instead; the primitives above and below stay the same.
+    def _notify(self, topic: str, event: Event) -> None:
+        """Publish without waiting (observability events)."""
+        self.bus.publish_nowait(topic, event)
+
+    async def _announce(self, topic: str, event: Event) -> None:
+        """Publish as is (no envelope)."""
+        await self.bus.publish(topic, event)
+
+    def _listen(self, topic: str, types: tuple[str, ...], maxsize: int) -> Any:
+        """A subscription-like object with ``get()`` and ``close()``."""
+        return self.bus.subscribe(topic, qos=QoS.BATCHED, maxsize=maxsize, types=types, name="collab")
 
     # -- request / reply -----------------------------------------------------------------
     async def request_reply(
@@ -229,13 +242,7 @@ class Collaborator:
             raise UsageError(f"participant {me!r} is not one of the barrier's parties {list(named)}")
         arrived: dict[str, None] = {}
         start = time.monotonic()
-        sub = self.bus.subscribe(
-            topic,
-            qos=QoS.BATCHED,
-            maxsize=max(64, 4 * need),
-            types=("collab.barrier.arrive", "collab.barrier.present"),
-            name="barrier",
-        )
+        sub = self._listen(topic, ("collab.barrier.arrive", "collab.barrier.present"), max(64, 4 * need))
 
         def complete() -> bool:
             return all(p in arrived for p in named) if named is not None else len(arrived) >= need
@@ -243,7 +250,7 @@ class Collaborator:
         async def announce(kind: str) -> None:
             md = {"participant": me, "barrier": name, "parties": str(need)}
             ev = Event(f"collab.barrier.{kind}", source=self.sender, metadata=md, tags=["collab"])
-            await self.bus.publish(topic, ev)
+            await self._announce(topic, ev)
 
         try:
             await announce("arrive")
@@ -273,7 +280,7 @@ class Collaborator:
         )
         if not ok:
             detail = f"missing {list(missing)}" if named is not None else f"{len(arrived)} of {need} arrived"
-            self.bus.publish_nowait(
+            self._notify(
                 topic,
                 Event(
                     "collab.timeout",

@@ -47,7 +47,8 @@ class ReplyCollector:
 
     def offer(self, item: Delivery) -> bool:
         event = item.event
-        cid = event.metadata.get("correlation_id")
+        md = event.metadata
+        cid = md.get("correlation_id") or md.get("loom.correlation_id")
         if cid not in self.targets or event.type not in self._types:
             return False
         if self._complete:  # enough already: later replies of this exchange are consumed, not kept

@@ -6,6 +6,7 @@ await agent.start()          # joins loom.current() (or runtime=...)
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -35,7 +36,9 @@ class Agent:
         topics: subscription patterns (``*`` and trailing ``>`` allowed).
         capabilities: functions decorated with ``@capability``.
         on_event: ``async def on_event(ctx, topic, event)`` (a sync function works too).
-        address: ``host:port`` of a Loom bridge (another process); not given = this process.
+        address: ``host:port`` of a Loom bridge (the runtime is in another process). Without it the
+            agent joins the runtime of this process, or, if there is none, ``$LOOM_BRIDGE_ADDR``.
+        token: the bridge's bearer token (default ``$LOOM_BRIDGE_TOKEN``).
         runtime: the :class:`loom.Loom` to join (default ``loom.current()`` at start).
         mailbox_size: events queued before publishers wait (BATCHED backpressure).
         restart: failure policy (default: more than 5 errors in 60 s → ``failed``).
@@ -52,6 +55,7 @@ class Agent:
         runtime: Loom | None = None,
         mailbox_size: int = 1000,
         restart: RestartPolicy | None = None,
+        token: str | None = None,
     ) -> None:
         if not isinstance(agent_id, str) or not agent_id or "." in agent_id or agent_id.split() != [agent_id]:
             raise UsageError(f"agent id must be a non-empty str without dots or spaces, got {agent_id!r}")
@@ -75,16 +79,19 @@ class Agent:
                 raise UsageError(
                     f"on_event {getattr(on_event, '__qualname__', on_event)!r} must accept (ctx, topic, event)"
                 )
-        if address is not None:
+        if address is not None and runtime is not None:
             raise UsageError(
-                f"Agent({agent_id!r}, address={address!r}): the gRPC bridge transport is not available in this "
-                "version; run the agent in the process of its runtime (omit address)"
+                f"Agent({agent_id!r}): give either runtime= (this process) or address= (a bridge), not both"
             )
+        if address is not None and (not isinstance(address, str) or ":" not in address):
+            raise UsageError(f"address must be 'host:port', got {address!r}")
         self.agent_id = agent_id
         self.on_event = on_event
         self.mailbox_size = mailbox_size
         self.restart = restart
         self._runtime = runtime
+        self._address = address
+        self._token = token
         self._transport: Transport | None = None
         self.ctx = Context(self)
 
@@ -110,11 +117,7 @@ class Agent:
         """
         if self._transport is not None:
             return self
-        from loom.runtime import current
-        from loom.sdk.transport import LocalTransport
-
-        rt = self._runtime or current()
-        transport = LocalTransport(rt, caller=f"agent.{self.agent_id}")
+        transport = self._choose_transport()
         self._transport = transport
         try:
             await transport.attach(self)
@@ -122,6 +125,46 @@ class Agent:
             self._transport = None
             raise
         return self
+
+    def _choose_transport(self) -> Transport:
+        import os
+
+        from loom.errors import NoRuntime
+        from loom.runtime import current
+        from loom.sdk.transport import LocalTransport
+
+        address = self._address
+        if address is None and self._runtime is None:
+            try:
+                return LocalTransport(current(), caller=f"agent.{self.agent_id}")
+            except NoRuntime:
+                address = os.environ.get("LOOM_BRIDGE_ADDR")
+                if not address:
+                    raise NoRuntime(
+                        f"agent {self.agent_id!r} has no runtime: start one in this process (`await Loom().start()`, "
+                        "`%loom start`), pass runtime=..., or join a bridge with address='host:port' / LOOM_BRIDGE_ADDR"
+                    ) from None
+        if address is not None:
+            from loom.bridge.client import BridgeTransport
+
+            return BridgeTransport(address, token=self._token)
+        return LocalTransport(self._runtime, caller=f"agent.{self.agent_id}")  # type: ignore[arg-type]
+
+    async def run(self) -> None:
+        """Start, handle events until SIGINT or SIGTERM, then stop (for agent scripts)."""
+        import signal
+
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            await self.stop()
 
     async def stop(self) -> None:
         """Leave the runtime (the current handler is cancelled). Idempotent."""

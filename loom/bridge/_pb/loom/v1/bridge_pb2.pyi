@@ -84,12 +84,14 @@ class ServerEvent(_message.Message):
     def __init__(self, delivery: _Optional[_Union[Delivery, _Mapping]] = ..., pong: _Optional[_Union[HeartbeatResponse, _Mapping]] = ..., err: _Optional[_Union[Error, _Mapping]] = ..., action_call: _Optional[_Union[_action_pb2.ActionCall, _Mapping]] = ...) -> None: ...
 
 class Delivery(_message.Message):
-    __slots__ = ("topic", "event")
+    __slots__ = ("topic", "event", "concrete_topic")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
+    CONCRETE_TOPIC_FIELD_NUMBER: _ClassVar[int]
     topic: str
     event: _event_pb2.Event
-    def __init__(self, topic: _Optional[str] = ..., event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ...) -> None: ...
+    concrete_topic: str
+    def __init__(self, topic: _Optional[str] = ..., event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ..., concrete_topic: _Optional[str] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message")
