@@ -328,3 +328,47 @@ async def test_non_loopback_binds_need_a_token_and_stop_releases_the_port(tmp_pa
             await rt.start_bridge(port=0)
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))  # free again after rt.stop()
+
+
+def test_wire_field_numbers_match_upstream_v1():
+    def fields(msg):
+        return {f.name: f.number for f in msg.DESCRIPTOR.fields}
+
+    assert fields(bridge_pb2.AgentRegisterRequest) == {
+        "agent_id": 1,
+        "subscribed_topics": 2,
+        "capabilities": 3,
+        "metadata": 4,
+    }
+    assert {k: v for k, v in fields(bridge_pb2.ClientEvent).items() if v <= 4} == {
+        "publish": 1,
+        "ack": 2,
+        "ping": 3,
+        "action_result": 4,
+    }
+    assert {k: v for k, v in fields(bridge_pb2.ServerEvent).items() if v <= 4} == {
+        "delivery": 1,
+        "pong": 2,
+        "err": 3,
+        "action_call": 4,
+    }
+    assert fields(action_pb2.ActionCall) == {
+        "id": 1,
+        "capability": 2,
+        "version": 3,
+        "payload": 4,
+        "headers": 5,
+        "timeout_ms": 6,
+        "correlation_id": 7,
+        "qos": 8,
+    }
+    assert fields(action_pb2.ActionResult) == {"id": 1, "status": 2, "output": 3, "error": 4}
+    assert fields(action_pb2.CapabilityDescriptor) == {"name": 1, "version": 2, "provider": 3, "metadata": 4}
+    assert fields(bridge_pb2.HeartbeatResponse) == {"timestamp_ms": 1, "status": 2}
+    assert [m.name for m in bridge_pb2.DESCRIPTOR.services_by_name["Bridge"].methods] == [
+        "RegisterAgent",
+        "EventStream",
+        "ForwardAction",
+        "Heartbeat",
+    ]
+    assert bridge_pb2.DESCRIPTOR.package == "loom.v1" and action_pb2.ActionStatus.Value("ACTION_TIMEOUT") == 2

@@ -100,8 +100,16 @@ def test_inspect_opens_widgets_with_a_static_fallback(kernel):
         assert "application/vnd.jupyter.widget-view+json" in data and "loom-widget" in data["text/html"]
 
 
+def test_bridge_magic_serves_and_says_where(kernel):
+    kernel.run("%loom start --name magic")
+    r = kernel.run("b = %loom bridge --port 0\nprint(await b)")
+    assert r["error"] is None and "bridge serving on 127.0.0.1:" in r["stdout"], r
+    assert r["stdout"].strip().splitlines()[-1].startswith("127.0.0.1:")  # the awaited handle returns the address
+    again = kernel.run("%loom bridge --port 0")
+    assert "already serves" in again["stderr"]
+
+
 def test_parts_that_land_later_say_so(kernel):
-    assert "not available in this version" in kernel.run("%loom bridge --port 50999")["stderr"]
     mic = kernel.run("%loom mic --device 0")["stderr"]
     assert "audio extra is not installed" in mic or "not available in this version" in mic
 

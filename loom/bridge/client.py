@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ __all__ = ["BridgeTransport"]
 
 log = logging.getLogger("loom.bridge.client")
 _PREFIXED = ("thread_id", "correlation_id", "reply_to")
+_NOTHING = object()
 
 
 class BridgeTransport:
@@ -66,6 +68,7 @@ class BridgeTransport:
         self.connected = asyncio.Event()
         self.reconnects = 0
         self.sender = ""
+        self._batch = False
 
     # -- Transport protocol ----------------------------------------------------------------
     async def attach(self, agent: Agent) -> None:
@@ -89,7 +92,10 @@ class BridgeTransport:
 
     async def publish(self, agent: Agent, topic: str, event: Event, envelope: Envelope | None) -> int:
         self._stamp(event, envelope)
-        self._send(bridge_pb2.ClientEvent(publish=bridge_pb2.Publish(topic=topic, event=event.to_proto())))
+        if self._outbound is None:
+            raise BrokenError("not connected to the bridge")
+        # Waits for room: a fast publisher is paced by the stream (gRPC flow control), never dropped.
+        await self._outbound.put(bridge_pb2.Publish(topic=topic, event=event.to_proto()))
         return 1  # the bridge publishes asynchronously: deliveries are not known here
 
     def collaborator(self, agent: Agent) -> Collaborator:
@@ -155,7 +161,7 @@ class BridgeTransport:
             agent_id=agent.agent_id,
             subscribed_topics=self._patterns,
             capabilities=caps,
-            metadata={"sdk": "loom-notebook"},
+            metadata={"sdk": "loom-notebook", "batch": "1"},
         )
         try:
             reply = await self._stub.RegisterAgent(req, timeout=self.connect_timeout, metadata=self._metadata)
@@ -163,6 +169,7 @@ class BridgeTransport:
             raise BrokenError(f"cannot reach the bridge at {self.address}: {exc.code().name} {exc.details()}") from None
         if not reply.success:
             raise LoomError(f"the bridge refused agent {agent.agent_id!r}: {reply.error_message}")
+        self._batch = reply.features.get("batch") == "1"  # an upstream server never advertises it
         self._outbound = asyncio.Queue(maxsize=1024)
         self._outbound.put_nowait(bridge_pb2.ClientEvent(ack=bridge_pb2.Ack(message_id=agent.agent_id)))  # Ack first
         call = self._stub.EventStream(self._requests(self._outbound), metadata=self._metadata)
@@ -181,11 +188,40 @@ class BridgeTransport:
         self.connected.set()
 
     async def _requests(self, queue: asyncio.Queue[Any]) -> Any:
+        """The stream's client messages, in order; publishes already waiting go out as one
+        PublishBatch when the server takes batches."""
+        Publish, ClientEvent, PublishBatch = bridge_pb2.Publish, bridge_pb2.ClientEvent, bridge_pb2.PublishBatch  # noqa: N806
+        monotonic, last = time.monotonic, 0.0
         while True:
             msg = await queue.get()
             if msg is None:
                 return
-            yield msg
+            if type(msg) is not Publish:
+                yield msg
+                continue
+            if not self._batch:
+                yield ClientEvent(publish=msg)
+                continue
+            if queue.empty():
+                now = monotonic()
+                busy, last = now - last < 0.001, now
+                if busy:  # a burst: one loop turn lets its next publishes join this message
+                    await asyncio.sleep(0)
+                if queue.empty():  # an idle stream (e.g. a request/reply) sends at once
+                    yield ClientEvent(publish=msg)
+                    continue
+            items, after = [msg], _NOTHING
+            while len(items) < 512 and not queue.empty():
+                nxt = queue.get_nowait()
+                if type(nxt) is not Publish:
+                    after = nxt
+                    break
+                items.append(nxt)
+            yield ClientEvent(publish_batch=PublishBatch(items=items))
+            if after is None:  # the end of the stream was queued behind the batch
+                return
+            if after is not _NOTHING:
+                yield after
 
     def _send(self, msg: Any) -> None:
         if self._outbound is None:
@@ -201,6 +237,9 @@ class BridgeTransport:
                 kind = msg.WhichOneof("msg")
                 if kind == "delivery":
                     await self._on_delivery(msg.delivery)
+                elif kind == "delivery_batch":
+                    for d in msg.delivery_batch.items:
+                        await self._on_delivery(d)
                 elif kind == "pong":
                     if self._pong is not None and not self._pong.done():
                         self._pong.set_result(None)

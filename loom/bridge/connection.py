@@ -31,13 +31,16 @@ CLOSE = object()  # put in the outbound queue to end the writer
 class Connection:
     """State of one live EventStream."""
 
-    def __init__(self, server: BridgeServer, agent_id: str, *, qos: QoS, queue: int, peer: str) -> None:
+    def __init__(
+        self, server: BridgeServer, agent_id: str, *, qos: QoS, queue: int, peer: str, batch: bool = False
+    ) -> None:
         self.server = server
         self.agent_id = agent_id
         self.id = f"conn-{next(_ids)}"
         self.peer = peer
         self.qos = qos
         self.queue_size = queue
+        self.batch = batch  # the client takes DeliveryBatch messages
         self.outbound: asyncio.Queue[Any] = asyncio.Queue(maxsize=queue)
         self.subscriptions: dict[str, Subscription] = {}
         self.forwarders: dict[str, asyncio.Task[None]] = {}
@@ -73,8 +76,8 @@ class Connection:
         stall = self.server.stall_timeout
         try:
             async for topic, event in sub:
-                delivery = bridge_pb2.Delivery(topic=pattern, event=event.to_proto(), concrete_topic=topic)
-                msg = bridge_pb2.ServerEvent(delivery=delivery)
+                # A bare Delivery: the writer wraps it, alone or in a DeliveryBatch with its neighbours.
+                msg = bridge_pb2.Delivery(topic=pattern, event=event.to_proto(), concrete_topic=topic)
                 if self.outbound.full():
                     try:
                         async with asyncio.timeout(stall):
@@ -95,6 +98,9 @@ class Connection:
         self.received += 1
         if kind == "publish":
             await self._publish(msg.publish)
+        elif kind == "publish_batch":
+            for pub in msg.publish_batch.items:
+                await self._publish(pub)
         elif kind == "ping":
             self.send(bridge_pb2.ServerEvent(pong=bridge_pb2.HeartbeatResponse(timestamp_ms=_now_ms(), status="ok")))
             self.server.rt.directory.heartbeat(self.agent_id)
@@ -157,6 +163,43 @@ class Connection:
                 fut.exception()  # the caller may already be gone (timed out): do not warn
             self.pending.pop(call_id, None)
         self.server._connection_closed(self)
+
+    async def write_all(self, write: Any) -> None:
+        """The stream's writer: send queued messages in order until closed; consecutive deliveries
+        already waiting go out as one DeliveryBatch when the client takes batches."""
+        queue, Delivery = self.outbound, bridge_pb2.Delivery  # noqa: N806
+        ServerEvent, DeliveryBatch = bridge_pb2.ServerEvent, bridge_pb2.DeliveryBatch  # noqa: N806
+        monotonic, last = time.monotonic, 0.0
+        while True:
+            item = await queue.get()
+            if item is CLOSE:
+                return
+            if type(item) is not Delivery:
+                await write(item)
+                continue
+            if not self.batch:
+                await write(ServerEvent(delivery=item))
+                continue
+            if queue.empty():
+                now = monotonic()
+                busy, last = now - last < 0.001, now
+                if busy:  # a burst: one loop turn lets its next deliveries join this write
+                    await asyncio.sleep(0)
+                if queue.empty():  # an idle stream (e.g. a request/reply) writes at once
+                    await write(ServerEvent(delivery=item))
+                    continue
+            batch, after = [item], None
+            while len(batch) < 512 and not queue.empty():
+                nxt = queue.get_nowait()
+                if type(nxt) is not Delivery:
+                    after = nxt
+                    break
+                batch.append(nxt)
+            await write(ServerEvent(delivery_batch=DeliveryBatch(items=batch)))
+            if after is CLOSE:
+                return
+            if after is not None:
+                await write(after)
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} {self.agent_id} {len(self.subscriptions)} subscriptions>"

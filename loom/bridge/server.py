@@ -20,7 +20,7 @@ import grpc
 
 from loom.bridge._pb.loom.v1 import action_pb2, bridge_pb2, bridge_pb2_grpc
 from loom.bridge.auth import TokenInterceptor
-from loom.bridge.connection import CLOSE, Connection
+from loom.bridge.connection import Connection
 from loom.bridge.remote import RemoteTool, action_result_from
 from loom.errors import InvalidTopic, UsageError
 from loom.events.qos import QoS
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["BridgeServer"]
 
 log = logging.getLogger("loom.bridge")
+FEATURES = {"batch": "1", "subscribe": "1", "concrete_topic": "1"}  # additions to upstream V1 we serve
 _QOS = {"realtime": QoS.REALTIME, "batched": QoS.BATCHED, "background": QoS.BACKGROUND}
 
 
@@ -218,7 +219,7 @@ class _Servicer(bridge_pb2_grpc.BridgeServicer):
 
     async def RegisterAgent(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method names
         ok, message = self.s.register(request)
-        return bridge_pb2.AgentRegisterResponse(success=ok, error_message=message)
+        return bridge_pb2.AgentRegisterResponse(success=ok, error_message=message, features=FEATURES)
 
     async def Heartbeat(self, request: Any, context: Any) -> Any:  # noqa: N802
         return bridge_pb2.HeartbeatResponse(timestamp_ms=request.timestamp_ms, status="ok")
@@ -270,7 +271,8 @@ class _Servicer(bridge_pb2_grpc.BridgeServicer):
         agent_id = first.ack.message_id
         reg = s.registrations.get(agent_id)
         qos = _QOS.get(reg.metadata.get("qos", "batched").lower(), QoS.BATCHED) if reg else QoS.BATCHED
-        conn = Connection(s, agent_id, qos=qos, queue=s.stream_queue, peer=context.peer())
+        batch = bool(reg) and reg.metadata.get("batch") == "1"
+        conn = Connection(s, agent_id, qos=qos, queue=s.stream_queue, peer=context.peer(), batch=batch)
         s.connections[conn.id] = conn
         previous = s.by_agent.get(agent_id)
         s.by_agent[agent_id] = conn
@@ -280,12 +282,7 @@ class _Servicer(bridge_pb2_grpc.BridgeServicer):
         reader = s.rt.spawn(self._read(conn, request_iterator), name=f"loom.bridge.read:{agent_id}:{conn.id}")
         log.info("agent %s connected (%s)%s", agent_id, conn.id, " replacing an older stream" if previous else "")
         try:
-            get, write = conn.outbound.get, context.write
-            while True:
-                msg = await get()
-                if msg is CLOSE:
-                    break
-                await write(msg)
+            await conn.write_all(context.write)
         finally:
             conn.close(conn.close_reason or "stream ended")
             reader.cancel()

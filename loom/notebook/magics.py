@@ -48,7 +48,8 @@ class LoomMagics(Magics):
         %loom start [--bridge [PORT]] [--state PATH]   start the runtime on the kernel's loop
         %loom stop | status
         %loom inspect bus|agents|context AGENT|traces|topology
-        %loom bridge [--port P --token T] | mic [--device N | --wav FILE]
+        %loom bridge [--port P --token T]   serve the gRPC bridge (await the result to wait)
+        %loom mic [--device N | --wav FILE]
         %%loom agent NAME --topics a.b,c.*   (cell defines `async def on_event(ctx, topic, event)`)
         """
         args = parse_argstring(self.loom, line)
@@ -72,9 +73,9 @@ class LoomMagics(Magics):
                 raise IPythonUsageError("%loom start needs a running event loop (a Jupyter kernel)") from None
             rt = loom.Loom(name=args.name, state=args.state).start_nowait()
             self.shell.user_ns.setdefault("rt", rt)
-        if args.bridge is not None:
-            self._bridge(args, cell)
         display(status_of(rt))
+        if args.bridge is not None:
+            return self._bridge(args, cell)
         return None
 
     def _stop(self, args: Any, cell: str | None) -> Pending | None:
@@ -97,13 +98,24 @@ class LoomMagics(Magics):
             return None
 
     # -- parts that arrive with later issues ---------------------------------------------
-    def _bridge(self, args: Any, cell: str | None) -> None:
+    def _bridge(self, args: Any, cell: str | None) -> Pending | None:
+        import loom
+
+        try:
+            rt = loom.current()
+        except NoRuntime:
+            raise IPythonUsageError("start the runtime first: %loom start") from None
+        if rt.bridge is not None:
+            print(f"the bridge already serves on {rt.bridge.address}", file=sys.stderr)
+            return None
         port = args.bridge if args.bridge is not None else args.port
-        print(
-            f"The gRPC bridge (port {port}) is not available in this version of Loom yet; "
-            "the runtime runs without it. Agents in this kernel work as usual.",
-            file=sys.stderr,
-        )
+
+        async def serve() -> str:
+            server = await rt.start_bridge("127.0.0.1", port, token=args.token)
+            print(f"bridge serving on {server.address}: Agent(..., address={server.address!r})")
+            return server.address
+
+        return track(f"bridge on 127.0.0.1:{port}", serve())
 
     def _mic(self, args: Any, cell: str | None) -> None:
         try:

@@ -309,17 +309,23 @@ class ToolRegistry:
             return own(args)
         schema = getattr(entry.tool, "schema", None)
         if schema:
-            import jsonschema
+            # fastjsonschema compiles the schema once to plain Python: jsonschema's import alone costs
+            # ~1 s here (its format checkers pull in rfc3987_syntax), stalling the loop on first use.
+            import fastjsonschema
 
             if entry.validator is None:
-                cls = jsonschema.validators.validator_for(schema)
-                entry.validator = cls(schema)
-            errors = sorted(entry.validator.iter_errors(dict(args)), key=lambda e: list(e.path))
-            if errors:
-                details = {"/".join(map(str, e.path)) or "(root)": e.message for e in errors}
-                raise ToolError(
-                    ErrorCode.INVALID_PARAMS, name, "; ".join(f"{k}: {v}" for k, v in details.items()), details
-                )
+                try:
+                    entry.validator = fastjsonschema.compile(dict(schema))
+                except fastjsonschema.JsonSchemaDefinitionException as exc:
+                    raise ToolError(
+                        ErrorCode.INVALID_PARAMS, name, f"the tool's own schema is invalid: {exc}"
+                    ) from None
+            try:
+                entry.validator(dict(args))
+            except fastjsonschema.JsonSchemaValueException as exc:
+                where = ".".join(str(p) for p in exc.path[1:]) or "(root)"
+                message = exc.message.removeprefix("data.").removeprefix("data ")
+                raise ToolError(ErrorCode.INVALID_PARAMS, name, f"{where}: {message}", {where: message}) from None
         return dict(args)
 
     def _finish(self, entry: _Entry | None, result: ToolResult) -> ToolResult:

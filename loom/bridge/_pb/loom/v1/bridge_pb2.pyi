@@ -28,28 +28,45 @@ class AgentRegisterRequest(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., subscribed_topics: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[_Union[_action_pb2.CapabilityDescriptor, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class AgentRegisterResponse(_message.Message):
-    __slots__ = ("success", "error_message")
+    __slots__ = ("success", "error_message", "features")
+    class FeaturesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
     success: bool
     error_message: str
-    def __init__(self, success: _Optional[bool] = ..., error_message: _Optional[str] = ...) -> None: ...
+    features: _containers.ScalarMap[str, str]
+    def __init__(self, success: _Optional[bool] = ..., error_message: _Optional[str] = ..., features: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ClientEvent(_message.Message):
-    __slots__ = ("publish", "ack", "ping", "action_result", "subscribe", "unsubscribe")
+    __slots__ = ("publish", "ack", "ping", "action_result", "subscribe", "unsubscribe", "publish_batch")
     PUBLISH_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
     ACTION_RESULT_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
     UNSUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_BATCH_FIELD_NUMBER: _ClassVar[int]
     publish: Publish
     ack: Ack
     ping: HeartbeatRequest
     action_result: _action_pb2.ActionResult
     subscribe: Subscription
     unsubscribe: Subscription
-    def __init__(self, publish: _Optional[_Union[Publish, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., ping: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., action_result: _Optional[_Union[_action_pb2.ActionResult, _Mapping]] = ..., subscribe: _Optional[_Union[Subscription, _Mapping]] = ..., unsubscribe: _Optional[_Union[Subscription, _Mapping]] = ...) -> None: ...
+    publish_batch: PublishBatch
+    def __init__(self, publish: _Optional[_Union[Publish, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., ping: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., action_result: _Optional[_Union[_action_pb2.ActionResult, _Mapping]] = ..., subscribe: _Optional[_Union[Subscription, _Mapping]] = ..., unsubscribe: _Optional[_Union[Subscription, _Mapping]] = ..., publish_batch: _Optional[_Union[PublishBatch, _Mapping]] = ...) -> None: ...
+
+class PublishBatch(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[Publish]
+    def __init__(self, items: _Optional[_Iterable[_Union[Publish, _Mapping]]] = ...) -> None: ...
 
 class Publish(_message.Message):
     __slots__ = ("topic", "event")
@@ -72,16 +89,24 @@ class Subscription(_message.Message):
     def __init__(self, topic: _Optional[str] = ...) -> None: ...
 
 class ServerEvent(_message.Message):
-    __slots__ = ("delivery", "pong", "err", "action_call")
+    __slots__ = ("delivery", "pong", "err", "action_call", "delivery_batch")
     DELIVERY_FIELD_NUMBER: _ClassVar[int]
     PONG_FIELD_NUMBER: _ClassVar[int]
     ERR_FIELD_NUMBER: _ClassVar[int]
     ACTION_CALL_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_BATCH_FIELD_NUMBER: _ClassVar[int]
     delivery: Delivery
     pong: HeartbeatResponse
     err: Error
     action_call: _action_pb2.ActionCall
-    def __init__(self, delivery: _Optional[_Union[Delivery, _Mapping]] = ..., pong: _Optional[_Union[HeartbeatResponse, _Mapping]] = ..., err: _Optional[_Union[Error, _Mapping]] = ..., action_call: _Optional[_Union[_action_pb2.ActionCall, _Mapping]] = ...) -> None: ...
+    delivery_batch: DeliveryBatch
+    def __init__(self, delivery: _Optional[_Union[Delivery, _Mapping]] = ..., pong: _Optional[_Union[HeartbeatResponse, _Mapping]] = ..., err: _Optional[_Union[Error, _Mapping]] = ..., action_call: _Optional[_Union[_action_pb2.ActionCall, _Mapping]] = ..., delivery_batch: _Optional[_Union[DeliveryBatch, _Mapping]] = ...) -> None: ...
+
+class DeliveryBatch(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[Delivery]
+    def __init__(self, items: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ...) -> None: ...
 
 class Delivery(_message.Message):
     __slots__ = ("topic", "event", "concrete_topic")

@@ -1,0 +1,172 @@
+"""Agents in other processes through the bridge: the same handler code, across processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+import loom
+from loom import Agent, Loom
+
+ROOT = Path(__file__).resolve().parents[1]
+REMOTE = str(ROOT / "tests" / "peers" / "remote_agent.py")
+
+pytestmark = pytest.mark.slow
+
+
+class Remote:
+    """An agent process; `ready` is awaited from its stdout."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, role: str, address: str, name: str = "") -> Remote:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            REMOTE,
+            role,
+            address,
+            *([name] if name else []),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        except TimeoutError:
+            proc.kill()
+            pytest.fail(f"remote agent {role} did not start: {(await proc.stderr.read()).decode()[-800:]}")
+        assert line.startswith(b"ready"), line + await proc.stderr.read()
+        return cls(proc)
+
+    async def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture
+async def hub(tmp_path):
+    async with Loom(workspace=tmp_path, native_tools=()) as rt:
+        server = await rt.start_bridge(port=0)
+        remotes: list[Remote] = []
+
+        async def spawn(role: str, name: str = "") -> Remote:
+            r = await Remote.start(role, f"127.0.0.1:{server.port}", name)
+            remotes.append(r)
+            return r
+
+        yield rt, server, spawn
+        for r in remotes:
+            await r.stop()
+
+
+async def test_request_reply_and_fanout_across_processes(hub):
+    rt, _, spawn = hub
+    await spawn("echo", "east")
+    await spawn("echo", "west")
+    reply = await loom.request_reply("svc.east", "hi", timeout=5)
+    assert reply.json() == {"from": "east", "echo": "hi"}
+    assert reply.metadata["sender"] == "agent.east" and reply.metadata["loom.sender"] == "east"
+    result = await loom.fanout_fanin(["svc.east", "svc.west", "svc.nobody"], "ping", strategy="majority", timeout=5)
+    assert result.satisfied and sorted(r.json()["from"] for r in result.replies) == ["east", "west"]
+    assert result.missing == ("svc.nobody",)
+
+
+async def test_an_in_kernel_agent_talks_to_a_remote_one_and_calls_its_capability(hub):
+    rt, _, spawn = hub
+    await spawn("adder", "calc")
+    await spawn("echo", "far")
+    out = rt.bus.subscribe("results")
+
+    async def local(ctx, topic, event):
+        product = await ctx.tool("math.mul", {"a": 6, "b": 7})
+        echoed = await ctx.request(ctx.thread(event), "svc.far", str(product), timeout_ms=5000)
+        await ctx.emit("results", {"product": product, "echoed": echoed.json()})
+
+    await Agent("kernel", topics=["go"], on_event=local, runtime=rt).start()
+    assert rt.tools.describe("math.mul")["provider"] == "remote"
+    await rt.bus.publish("go", loom.Event("go"))
+    _, ev = await asyncio.wait_for(out.get(), 10)
+    assert ev.json() == {"product": 42, "echoed": {"from": "far", "echo": "42"}}
+
+
+async def test_contract_net_across_processes(hub):
+    rt, _, spawn = hub
+    for name in ("ann", "bobby", "cy"):
+        await spawn("bidder", name)
+    result = await loom.contract_net("task", "jobs", window=3.0, expected=3)
+    assert [p.bidder for p in result.proposals] == ["agent.bobby", "agent.ann", "agent.cy"]
+    assert result.winners[0].result.json() == {"done_by": "bobby"}
+
+
+async def test_the_trio_across_three_processes(hub):
+    rt, _, spawn = hub
+    await spawn("researcher", "researcher")
+    await spawn("writer", "writer")
+
+    async def planner(ctx, topic, event):
+        if event.type == "user.question":
+            thread = ctx.thread(event)
+            research = await ctx.request(thread, "topic.research", event.text(), timeout_ms=5000)
+            draft = await ctx.request(
+                thread, "topic.writer", {"question": event.text(), "research": research.json()}, timeout_ms=5000
+            )
+            await ctx.reply(thread, {"answer": draft.text()})
+
+    await Agent("planner", topics=["topic.plan"], on_event=planner, runtime=rt).start()
+    reply = await loom.request_reply("topic.plan", "What is Loom?", type="user.question", timeout=10)
+    assert reply.json() == {"answer": "Q: What is Loom? A: Loom answers 'What is Loom?' with events."}
+
+
+async def test_a_remote_agent_killed_mid_call_fails_the_caller_at_once(hub):
+    rt, server, spawn = hub
+    calc = await spawn("adder", "victim")
+    assert "math.mul" in rt.tools
+    calc.proc.send_signal(signal.SIGSTOP)  # frozen: the call cannot be answered
+    call = asyncio.create_task(rt.tools.invoke("math.mul", {"a": 1, "b": 2}, timeout=30))
+    await asyncio.sleep(0.3)
+    calc.proc.kill()  # killed mid-call
+    r = await asyncio.wait_for(call, 10)
+    assert r.error.code == "PROVIDER_UNAVAILABLE"
+    assert (await rt.tools.invoke("math.mul", {"a": 1, "b": 2})).error.code == "PROVIDER_UNAVAILABLE"
+
+
+async def test_sdk_agents_reconnect_after_the_bridge_restarts(tmp_path):
+    async with Loom(workspace=tmp_path, native_tools=()) as rt:
+        server = await rt.start_bridge(port=0)
+        port = server.port
+        remote = await Remote.start("echo", f"127.0.0.1:{port}", "phoenix")
+        assert (await loom.request_reply("svc.phoenix", "1", timeout=5)).json()["echo"] == "1"
+        await server.stop()
+        rt.bridge = None
+        await asyncio.sleep(1.0)
+        await rt.start_bridge(port=port)
+        reply = None
+        for _ in range(40):  # the agent re-registers with backoff
+            reply = await loom.request_reply("svc.phoenix", "2", timeout=0.5)
+            if reply is not None:
+                break
+        assert reply is not None and reply.json()["echo"] == "2"
+        assert await remote.stop() == 0  # graceful stop on SIGTERM
+
+
+async def test_a_remote_agent_with_a_wrong_token_is_refused(tmp_path):
+    async with Loom(workspace=tmp_path, native_tools=()) as rt:
+        server = await rt.start_bridge(port=0, token="right")
+        with pytest.raises(loom.BrokenError, match="UNAUTHENTICATED"):
+            await Agent("mallory", address=f"127.0.0.1:{server.port}", token="wrong").start()
+        ok = await Agent("alice", topics=["x"], address=f"127.0.0.1:{server.port}", token="right").start()
+        assert rt.directory.get("alice").location == "remote"
+        await ok.stop()
