@@ -66,6 +66,7 @@ bench: $(STAMP)
 	$(PY) bench/rpc.py
 	$(PY) bench/notebook.py
 	$(PY) bench/tools.py
+	$(PY) bench/bridge.py
 
 proto: $(STAMP)
 	$(PY) -m loom.bridge.protogen

@@ -24,7 +24,6 @@ from loom.agents.state import AgentState
 from loom.bridge._pb.loom.v1 import action_pb2, bridge_pb2, bridge_pb2_grpc
 from loom.bridge.remote import tool_error_from
 from loom.collab.collaborator import Collaborator
-from loom.collab.inbox import Inbox, ReplyCollector
 from loom.errors import BrokenError, LoomError, ToolError
 from loom.events.envelope import Envelope, agent_reply_topic
 from loom.events.event import Event, new_event_id
@@ -99,6 +98,8 @@ class BridgeTransport:
         return 1  # the bridge publishes asynchronously: deliveries are not known here
 
     def collaborator(self, agent: Agent) -> Collaborator:
+        from loom.bridge.remote_collab import RemoteCollaborator
+
         return RemoteCollaborator(self)
 
     async def invoke(self, name: str, args: Mapping[str, Any], version: str | None, timeout: float) -> Any:
@@ -380,73 +381,3 @@ class BridgeTransport:
         for key in _PREFIXED:
             md[f"loom.{key}"] = md[key]
         md["loom.sender"] = self.sender.removeprefix("agent.")
-
-
-class _RemoteInbox(Inbox):
-    def __init__(self, transport: BridgeTransport) -> None:
-        self._t = transport
-        self._cids: list[str] = []
-        self.reply_to = transport._patterns[0]
-
-    def add(self, collector: ReplyCollector) -> None:
-        for cid in collector.targets:
-            self._t.pending[cid] = collector.offer
-            self._cids.append(cid)
-
-    def close(self) -> None:
-        for cid in self._cids:
-            self._t.pending.pop(cid, None)
-
-
-class _Listener:
-    """A topic the remote agent listens to for a primitive (e.g. a barrier), not for its handler."""
-
-    def __init__(self, transport: BridgeTransport, topic: str, types: tuple[str, ...], maxsize: int) -> None:
-        self._t, self.topic, self.types = transport, topic, frozenset(types)
-        self.queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=maxsize)
-        first = topic not in transport._listeners and topic not in transport._patterns
-        transport._listeners.setdefault(topic, []).append(self.queue)
-        if first:
-            transport._send(bridge_pb2.ClientEvent(subscribe=bridge_pb2.Subscription(topic=topic)))
-
-    async def get(self) -> Delivery:
-        while True:
-            d = await self.queue.get()
-            if not self.types or d.event.type in self.types:
-                return d
-
-    def close(self) -> None:
-        queues = self._t._listeners.get(self.topic, [])
-        if self.queue in queues:
-            queues.remove(self.queue)
-        if not queues:
-            self._t._listeners.pop(self.topic, None)
-            if self.topic not in self._t._patterns:
-                try:
-                    self._t._send(bridge_pb2.ClientEvent(unsubscribe=bridge_pb2.Subscription(topic=self.topic)))
-                except BrokenError:
-                    pass
-
-
-class RemoteCollaborator(Collaborator):
-    """The collaboration primitives for a bridged agent: everything goes over its stream."""
-
-    def __init__(self, transport: BridgeTransport) -> None:
-        super().__init__(None, transport.sender)  # type: ignore[arg-type]
-        self._t = transport
-
-    def _inbox(self, thread_id: str) -> Inbox:
-        return _RemoteInbox(self._t)
-
-    async def publish(self, topic: str, event: Event, envelope: Envelope) -> int:
-        assert self._t._agent is not None
-        return await self._t.publish(self._t._agent, topic, event, envelope)
-
-    def _notify(self, topic: str, event: Event) -> None:
-        self._t._send(bridge_pb2.ClientEvent(publish=bridge_pb2.Publish(topic=topic, event=event.to_proto())))
-
-    async def _announce(self, topic: str, event: Event) -> None:
-        self._notify(topic, event)
-
-    def _listen(self, topic: str, types: tuple[str, ...], maxsize: int) -> Any:
-        return _Listener(self._t, topic, types, maxsize)
