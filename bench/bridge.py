@@ -6,7 +6,8 @@ Three processes per workload: this one runs the runtime and the bridge; the othe
 agents joined with address=. `throughput`: a producer agent emits N small events, a consumer
 agent (another process) counts them; deliveries/s is measured by the consumer from the first to
 the last event. `rpc`: an asker agent makes N sequential ctx.request round trips to an echo
-agent in a third process (after 200 warm-up calls). `floor`: a bare grpc.aio stream ping-pong
+agent in a third process (after 200 warm-up calls); `one_hop`: the same asker to an echo agent
+in the bridge's own process (the notebook case: a remote agent asking the kernel). `floor`: a bare grpc.aio stream ping-pong
 between two processes (no Loom): a bridged request/reply needs two such round trips through the
 hub, so twice the floor is the least any gRPC-hub design can reach here. Medians of the runs.
 """
@@ -149,6 +150,14 @@ async def run_once(events: int, calls: int) -> dict:
         await asker.wait()
         echo.terminate()
         await echo.wait()
+
+        async def local_echo(ctx, topic, event):  # the responder in the bridge's own process: one hop
+            await ctx.reply(ctx.thread(event), event.payload)
+
+        await loom.Agent("echo", topics=["bench.rpc"], on_event=local_echo, runtime=rt).start()
+        asker = await spawn("asker", address, calls)
+        one_hop = json.loads(await asyncio.wait_for(asker.stdout.readline(), 300))
+        await asker.wait()
     floor_server = await spawn("floor_server", "-", 0)
     port = int(await floor_server.stdout.readline())
     floor = await floor_client(f"127.0.0.1:{port}", calls)
@@ -158,6 +167,7 @@ async def run_once(events: int, calls: int) -> dict:
         "deliveries_per_s": flow["events"] / flow["seconds"],
         "p50_us": rpc["p50_us"],
         "p99_us": rpc["p99_us"],
+        "one_hop_p50_us": one_hop["p50_us"],
         "floor_p50_us": floor["p50_us"],
     }
 
@@ -187,6 +197,7 @@ def main() -> None:
                 "deliveries_per_s": round(statistics.median(r["deliveries_per_s"] for r in runs)),
                 "rpc_p50_us": round(statistics.median(r["p50_us"] for r in runs), 1),
                 "rpc_p99_us": round(statistics.median(r["p99_us"] for r in runs), 1),
+                "one_hop_rpc_p50_us": round(statistics.median(r["one_hop_p50_us"] for r in runs), 1),
                 "grpc_stream_pingpong_p50_us": round(statistics.median(r["floor_p50_us"] for r in runs), 1),
             }
         )

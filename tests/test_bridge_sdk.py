@@ -170,3 +170,39 @@ async def test_a_remote_agent_with_a_wrong_token_is_refused(tmp_path):
         ok = await Agent("alice", topics=["x"], address=f"127.0.0.1:{server.port}", token="right").start()
         assert rt.directory.get("alice").location == "remote"
         await ok.stop()
+
+
+async def test_the_loom_bridge_command(tmp_path):
+    port = _free_port()
+    t0 = asyncio.get_running_loop().time()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "loom.cli",
+        "bridge",
+        "--workspace",
+        str(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "LOOM_BRIDGE_ADDR": f"127.0.0.1:{port}"},
+    )
+    line = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()
+    ready_after = asyncio.get_running_loop().time() - t0
+    assert line.strip() == f"loom bridge ready on 127.0.0.1:{port}"
+    assert ready_after < 3.0  # interpreter start included; the serving itself is well under a second
+    agent = await Agent("visitor", topics=["hello"], address=f"127.0.0.1:{port}").start()
+    await agent.stop()
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 10) == 0
+    assert (await proc.stdout.read()).decode().strip() == "loom bridge stopped"
+    bad = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "loom.cli", "bridge", "--host", "0.0.0.0", stderr=asyncio.subprocess.PIPE
+    )
+    assert await bad.wait() == 2 and b"without a token" in await bad.stderr.read()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
