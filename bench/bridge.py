@@ -7,8 +7,8 @@ agents joined with address=. `throughput`: a producer agent emits N small events
 agent (another process) counts them; deliveries/s is measured by the consumer from the first to
 the last event. `rpc`: an asker agent makes N sequential ctx.request round trips to an echo
 agent in a third process (after 200 warm-up calls); `one_hop`: the same asker to an echo agent
-in the bridge's own process (the notebook case: a remote agent asking the kernel). `floor`: a bare grpc.aio stream ping-pong
-between two processes (no Loom): a bridged request/reply needs two such round trips through the
+in the bridge's own process (the notebook case: a remote agent asking the kernel). `floor`: a
+bare grpc.aio stream ping-pong between two processes (no Loom): a bridged request/reply needs two such round trips through the
 hub, so twice the floor is the least any gRPC-hub design can reach here. Medians of the runs.
 """
 
