@@ -8,8 +8,9 @@ agent (another process) counts them; deliveries/s is measured by the consumer fr
 the last event. `rpc`: an asker agent makes N sequential ctx.request round trips to an echo
 agent in a third process (after 200 warm-up calls); `one_hop`: the same asker to an echo agent
 in the bridge's own process (the notebook case: a remote agent asking the kernel). `floor`: a
-bare grpc.aio stream ping-pong between two processes (no Loom): a bridged request/reply needs two such round trips through the
-hub, so twice the floor is the least any gRPC-hub design can reach here. Medians of the runs.
+bare grpc.aio stream ping-pong between two processes (no Loom): agent to agent through the hub
+needs two such round trips, so twice the floor is the least a grpc.aio hub can reach here.
+Medians of the runs.
 """
 
 from __future__ import annotations
