@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import os
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ import grpc
 from loom._supervisor import Supervisor
 from loom.agents.state import AgentState
 from loom.bridge._pb.loom.v1 import action_pb2, bridge_pb2, bridge_pb2_grpc
+from loom.bridge.batching import NOTHING, Batcher
 from loom.bridge.remote import tool_error_from
 from loom.collab.collaborator import Collaborator
 from loom.errors import BrokenError, LoomError, ToolError
@@ -37,7 +37,6 @@ __all__ = ["BridgeTransport"]
 
 log = logging.getLogger("loom.bridge.client")
 _PREFIXED = ("thread_id", "correlation_id", "reply_to")
-_NOTHING = object()
 
 
 class BridgeTransport:
@@ -192,7 +191,7 @@ class BridgeTransport:
         """The stream's client messages, in order; publishes already waiting go out as one
         PublishBatch when the server takes batches."""
         Publish, ClientEvent, PublishBatch = bridge_pb2.Publish, bridge_pb2.ClientEvent, bridge_pb2.PublishBatch  # noqa: N806
-        monotonic, last = time.monotonic, 0.0
+        batcher = Batcher(Publish)
         while True:
             msg = await queue.get()
             if msg is None:
@@ -203,25 +202,11 @@ class BridgeTransport:
             if not self._batch:
                 yield ClientEvent(publish=msg)
                 continue
-            if queue.empty():
-                now = monotonic()
-                busy, last = now - last < 0.001, now
-                if busy:  # a burst: one loop turn lets its next publishes join this message
-                    await asyncio.sleep(0)
-                if queue.empty():  # an idle stream (e.g. a request/reply) sends at once
-                    yield ClientEvent(publish=msg)
-                    continue
-            items, after = [msg], _NOTHING
-            while len(items) < 512 and not queue.empty():
-                nxt = queue.get_nowait()
-                if type(nxt) is not Publish:
-                    after = nxt
-                    break
-                items.append(nxt)
-            yield ClientEvent(publish_batch=PublishBatch(items=items))
-            if after is None:  # the end of the stream was queued behind the batch
+            items, after = await batcher.gather(queue, msg)
+            yield ClientEvent(publish=msg) if len(items) == 1 else ClientEvent(publish_batch=PublishBatch(items=items))
+            if after is None:  # the end of the stream was queued behind the run
                 return
-            if after is not _NOTHING:
+            if after is not NOTHING:
                 yield after
 
     def _send(self, msg: Any) -> None:

@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from loom.bridge._pb.loom.v1 import bridge_pb2
+from loom.bridge.batching import NOTHING, Batcher
 from loom.errors import InvalidTopic, LoomError, SubscriptionClosed
 from loom.events.event import Event
 from loom.events.qos import QoS
@@ -169,7 +170,7 @@ class Connection:
         already waiting go out as one DeliveryBatch when the client takes batches."""
         queue, Delivery = self.outbound, bridge_pb2.Delivery  # noqa: N806
         ServerEvent, DeliveryBatch = bridge_pb2.ServerEvent, bridge_pb2.DeliveryBatch  # noqa: N806
-        monotonic, last = time.monotonic, 0.0
+        batcher = Batcher(Delivery)
         while True:
             item = await queue.get()
             if item is CLOSE:
@@ -180,25 +181,14 @@ class Connection:
             if not self.batch:
                 await write(ServerEvent(delivery=item))
                 continue
-            if queue.empty():
-                now = monotonic()
-                busy, last = now - last < 0.001, now
-                if busy:  # a burst: one loop turn lets its next deliveries join this write
-                    await asyncio.sleep(0)
-                if queue.empty():  # an idle stream (e.g. a request/reply) writes at once
-                    await write(ServerEvent(delivery=item))
-                    continue
-            batch, after = [item], None
-            while len(batch) < 512 and not queue.empty():
-                nxt = queue.get_nowait()
-                if type(nxt) is not Delivery:
-                    after = nxt
-                    break
-                batch.append(nxt)
-            await write(ServerEvent(delivery_batch=DeliveryBatch(items=batch)))
+            items, after = await batcher.gather(queue, item)
+            batched = len(items) > 1
+            await write(
+                ServerEvent(delivery_batch=DeliveryBatch(items=items)) if batched else ServerEvent(delivery=item)
+            )
             if after is CLOSE:
                 return
-            if after is not None:
+            if after is not NOTHING:
                 await write(after)
 
     def __repr__(self) -> str:
