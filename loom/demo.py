@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -83,12 +84,10 @@ async def _scenario(rt: Loom, console: Console, ticks: int) -> None:
     )
 
 
-def run_demo(ticks: int = 2000, console: Console | None = None) -> None:
-    """Run the scenario in a fresh runtime (blocks; for the terminal)."""
+def run_demo(ticks: int = 2000, console: Console | None = None) -> Any:
+    """Run the scenario in a fresh runtime: blocks in a script; in a running loop (a notebook)
+    it returns the task to ``await``."""
+    from loom.runtime import run
+
     console = console or Console()
-
-    async def main() -> None:
-        async with Loom(name="demo") as rt:
-            await _scenario(rt, console, ticks)
-
-    asyncio.run(main())
+    return run(lambda rt: _scenario(rt, console, ticks), name="demo")

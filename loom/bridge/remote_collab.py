@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from loom.bridge._pb.loom.v1 import bridge_pb2
 from loom.collab.collaborator import Collaborator
-from loom.collab.inbox import Inbox, ReplyCollector
+from loom.collab.inbox import Inbox, PendingInbox
 from loom.errors import BrokenError
 from loom.events.envelope import Envelope
 from loom.events.event import Event
@@ -22,22 +22,6 @@ if TYPE_CHECKING:
     from loom.bridge.client import BridgeTransport
 
 __all__ = ["RemoteCollaborator"]
-
-
-class _RemoteInbox(Inbox):
-    def __init__(self, transport: BridgeTransport) -> None:
-        self._t = transport
-        self._cids: list[str] = []
-        self.reply_to = transport._patterns[0]
-
-    def add(self, collector: ReplyCollector) -> None:
-        for cid in collector.targets:
-            self._t.pending[cid] = collector.offer
-            self._cids.append(cid)
-
-    def close(self) -> None:
-        for cid in self._cids:
-            self._t.pending.pop(cid, None)
 
 
 class _Listener:
@@ -78,7 +62,7 @@ class RemoteCollaborator(Collaborator):
         self._t = transport
 
     def _inbox(self, thread_id: str) -> Inbox:
-        return _RemoteInbox(self._t)
+        return PendingInbox(self._t.pending, self._t._patterns[0])  # the transport's reader intercepts
 
     async def publish(self, topic: str, event: Event, envelope: Envelope) -> int:
         assert self._t._agent is not None

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from loom.agents.runtime import ManagedAgent
     from loom.events.bus import EventBus
 
-__all__ = ["AgentInbox", "Inbox", "ReplyCollector", "TopicInbox"]
+__all__ = ["AgentInbox", "Inbox", "PendingInbox", "ReplyCollector", "TopicInbox"]
 
 
 class ReplyCollector:
@@ -99,23 +99,32 @@ class Inbox:
         raise NotImplementedError
 
 
-class AgentInbox(Inbox):
-    """Replies are taken off the agent's mailbox by its intercept hook."""
+class PendingInbox(Inbox):
+    """Replies are taken off a stream the participant already reads (an agent's mailbox, a bridged
+    agent's EventStream) by looking their correlation id up in its ``pending`` map."""
 
-    def __init__(self, agent: ManagedAgent) -> None:
-        self._agent = agent
+    def __init__(
+        self, pending: dict[str, Callable[[Delivery], bool]], reply_to: str, forget: Callable[[str], None] | None = None
+    ) -> None:
+        self._pending = pending
+        self._forget = forget or (lambda cid: pending.pop(cid, None))
         self._cids: list[str] = []
-        self.reply_to = agent.reply_topic
+        self.reply_to = reply_to
 
     def add(self, collector: ReplyCollector) -> None:
         for cid in collector.targets:
-            self._agent.pending[cid] = collector.offer
+            self._pending[cid] = collector.offer
             self._cids.append(cid)
 
     def close(self) -> None:
         for cid in self._cids:
-            self._agent.forget_pending(cid)
+            self._forget(cid)
         self._cids.clear()
+
+
+def AgentInbox(agent: ManagedAgent) -> PendingInbox:  # noqa: N802 - reads as the inbox it makes
+    """An in-process agent's inbox: its mailbox intercepts the replies; late ones are counted."""
+    return PendingInbox(agent.pending, agent.reply_topic, agent.forget_pending)
 
 
 class TopicInbox(Inbox):
