@@ -35,8 +35,7 @@ class _Echo:
 
 
 async def floor_client(address: str, n: int) -> dict:
-    import grpc
-
+    from loom.bridge._grpc import grpc
     from loom.bridge._pb.loom.v1 import bridge_pb2, bridge_pb2_grpc
 
     async with grpc.aio.insecure_channel(address) as ch:
@@ -57,8 +56,7 @@ async def role(name: str, address: str, n: int) -> None:
     import loom
 
     if name == "floor_server":
-        import grpc
-
+        from loom.bridge._grpc import grpc
         from loom.bridge._pb.loom.v1 import bridge_pb2_grpc
 
         server = grpc.aio.server()

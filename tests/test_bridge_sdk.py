@@ -12,6 +12,7 @@ import pytest
 
 import loom
 from loom import Agent, Loom
+from tests.conftest import until
 
 ROOT = Path(__file__).resolve().parents[1]
 REMOTE = str(ROOT / "tests" / "peers" / "remote_agent.py")
@@ -206,3 +207,47 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+async def test_requests_skip_the_queue_only_when_nothing_is_ahead_of_them(tmp_path):
+    """Requests written directly on an idle stream and emits queued behind one another arrive in
+    the order they were issued (one mailbox on the hub sees both topics)."""
+    seen: list[str] = []
+
+    async def hub_agent(ctx, topic, event):
+        seen.append(event.payload.decode())
+        if topic == "order.ask":
+            await ctx.reply(ctx.thread(event), event.payload)
+
+    async with Loom(workspace=tmp_path, native_tools=()) as rt:
+        server = await rt.start_bridge(port=0)
+        await Agent("hub", topics=["order.emit", "order.ask"], on_event=hub_agent, runtime=rt).start()
+        remote = await Agent("sender", address=f"127.0.0.1:{server.port}").start()
+        try:
+            issued: list[str] = []
+            thread = remote.ctx.new_thread()
+            for i in range(60):
+                if i % 7 == 3:  # a request: direct when the stream is idle, queued when emits wait
+                    issued.append(f"ask{i}")
+                    reply = await remote.ctx.request(thread, "order.ask", f"ask{i}".encode(), timeout_ms=5000)
+                    assert reply is not None and reply.payload == f"ask{i}".encode()
+                else:
+                    issued.append(f"emit{i}")
+                    await remote.emit("order.emit", f"emit{i}".encode())
+            await until(lambda: len(seen) == len(issued), timeout=10)
+            assert seen == issued
+        finally:
+            await remote.stop()
+
+
+def test_grpc_core_is_tuned_for_the_length_of_the_import_only():
+    import subprocess
+
+    probe = "import os, loom.bridge.server, loom.bridge._grpc as g; print(g.TUNED, os.environ.get('GRPC_EXPERIMENTS'))"
+    env = {k: v for k, v in os.environ.items() if k not in ("GRPC_EXPERIMENTS", "LOOM_GRPC_TUNING")}
+    run = lambda **extra: subprocess.run(  # noqa: E731
+        [sys.executable, "-c", probe], env={**env, **extra}, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert run() == ["True", "None"]  # set while grpc's core read it, gone for child processes
+    assert run(GRPC_EXPERIMENTS="-event_engine_dns") == ["False", "-event_engine_dns"]  # the user's own wins
+    assert run(LOOM_GRPC_TUNING="0") == ["False", "None"]

@@ -11,11 +11,11 @@ import asyncio
 import json
 import socket
 
-import grpc
 import pytest
 
 import loom
 from loom import Loom, UsageError
+from loom.bridge._grpc import grpc
 from loom.bridge._pb.loom.v1 import action_pb2, bridge_pb2, bridge_pb2_grpc, event_pb2
 
 

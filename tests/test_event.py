@@ -113,3 +113,8 @@ def test_from_proto_repairs_what_a_peer_may_send():
     msg = event_pb2.Event(priority=500, confidence=-2.0)
     e = Event.from_proto(msg)
     assert (e.type, e.priority, e.confidence) == ("event", 100, 0.0) and len(e.id) == 32
+    assert e.timestamp_ms > 0 and e.payload.__class__ is bytes and e.metadata == {} and e.tags == []
+    low = Event.from_proto(event_pb2.Event(type="t", priority=-3, confidence=7.5, metadata={"k": "v"}, tags=["a"]))
+    assert (low.priority, low.confidence, low.metadata, low.tags) == (0, 1.0, {"k": "v"}, ["a"])
+    with pytest.raises(ValueError, match="NaN"):
+        Event.from_proto(event_pb2.Event(type="t", confidence=float("nan")))

@@ -6,7 +6,7 @@ import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import grpc
+from loom.bridge._grpc import grpc
 
 __all__ = ["TokenInterceptor"]
 

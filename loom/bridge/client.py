@@ -16,10 +16,9 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import grpc
-
 from loom._supervisor import Supervisor
 from loom.agents.state import AgentState
+from loom.bridge._grpc import grpc
 from loom.bridge._pb.loom.v1 import action_pb2, bridge_pb2, bridge_pb2_grpc
 from loom.bridge.batching import NOTHING, Batcher
 from loom.bridge.remote import tool_error_from
@@ -56,6 +55,8 @@ class BridgeTransport:
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None
         self._outbound: asyncio.Queue[Any] | None = None
+        self._stream: Any = None  # the live EventStream call
+        self._wlock = asyncio.Lock()  # one write at a time on the stream (the writer or a direct publish)
         self._mailbox: asyncio.Queue[tuple[str, Event]] = asyncio.Queue(maxsize=1000)
         self.pending: dict[str, Any] = {}  # correlation id -> collector.offer
         self._listeners: dict[str, list[asyncio.Queue[Delivery]]] = {}
@@ -90,10 +91,21 @@ class BridgeTransport:
 
     async def publish(self, agent: Agent, topic: str, event: Event, envelope: Envelope | None) -> int:
         self._stamp(event, envelope)
-        if self._outbound is None:
+        queue, stream = self._outbound, self._stream
+        if queue is None or stream is None:
             raise BrokenError("not connected to the bridge")
+        msg = bridge_pb2.Publish(topic=topic, event=event.to_proto())
+        if envelope is not None and envelope.correlation_id and not self._wlock.locked() and queue.empty():
+            # A request or a reply (someone awaits it) on an idle stream: written here and now, not
+            # one task hop later by the writer. Plain emits keep to the queue, where they batch.
+            async with self._wlock:
+                try:
+                    await stream.write(bridge_pb2.ClientEvent(publish=msg))
+                except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                    raise BrokenError("the bridge stream broke: the event was not sent") from None
+            return 1
         # Waits for room: a fast publisher is paced by the stream (gRPC flow control), never dropped.
-        await self._outbound.put(bridge_pb2.Publish(topic=topic, event=event.to_proto()))
+        await queue.put(msg)
         return 1  # the bridge publishes asynchronously: deliveries are not known here
 
     def collaborator(self, agent: Agent) -> Collaborator:
@@ -172,7 +184,9 @@ class BridgeTransport:
         self._batch = reply.features.get("batch") == "1"  # an upstream server never advertises it
         self._outbound = asyncio.Queue(maxsize=1024)
         self._outbound.put_nowait(bridge_pb2.ClientEvent(ack=bridge_pb2.Ack(message_id=agent.agent_id)))  # Ack first
-        call = self._stub.EventStream(self._requests(self._outbound), metadata=self._metadata)
+        call = self._stub.EventStream(metadata=self._metadata)
+        self._stream = call
+        self._supervisor.spawn(self._write(call, self._outbound), name=f"loom.bridge.client.write:{agent.agent_id}")
         for pattern in self._listeners:  # a reconnect: primitives still listening (registration has the rest)
             self._send(bridge_pb2.ClientEvent(subscribe=bridge_pb2.Subscription(topic=pattern)))
         # Ready when the server has processed the Ack (its subscriptions exist): a ping's pong says so.
@@ -187,27 +201,42 @@ class BridgeTransport:
             raise BrokenError(f"the bridge at {self.address} did not answer on the stream") from None
         self.connected.set()
 
-    async def _requests(self, queue: asyncio.Queue[Any]) -> Any:
-        """The stream's client messages, in order; publishes already waiting go out as one
-        PublishBatch when the server takes batches."""
+    async def _write(self, call: Any, queue: asyncio.Queue[Any]) -> None:
+        """The stream's writer: client messages in order; publishes already waiting go out as one
+        PublishBatch when the server takes batches. Ends at ``None`` or when the stream breaks
+        (the reader sees that and reconnects)."""
         Publish, ClientEvent, PublishBatch = bridge_pb2.Publish, bridge_pb2.ClientEvent, bridge_pb2.PublishBatch  # noqa: N806
         batcher = Batcher(Publish)
-        while True:
-            msg = await queue.get()
-            if msg is None:
-                return
-            if type(msg) is not Publish:
-                yield msg
-                continue
-            if not self._batch:
-                yield ClientEvent(publish=msg)
-                continue
-            items, after = await batcher.gather(queue, msg)
-            yield ClientEvent(publish=msg) if len(items) == 1 else ClientEvent(publish_batch=PublishBatch(items=items))
-            if after is None:  # the end of the stream was queued behind the run
-                return
-            if after is not NOTHING:
-                yield after
+        lock = self._wlock
+
+        async def write(msg: Any) -> None:
+            async with lock:
+                await call.write(msg)
+
+        try:
+            while True:
+                msg = await queue.get()
+                if msg is None:
+                    break
+                if type(msg) is not Publish:
+                    await write(msg)
+                    continue
+                if not self._batch:
+                    await write(ClientEvent(publish=msg))
+                    continue
+                items, after = batcher.gather(queue, msg)
+                await write(
+                    ClientEvent(publish=msg)
+                    if len(items) == 1
+                    else ClientEvent(publish_batch=PublishBatch(items=items))
+                )
+                if after is None:  # the end of the stream was queued behind the run
+                    break
+                if after is not NOTHING:
+                    await write(after)
+            await call.done_writing()
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+            log.debug("bridge stream closed for writing: %r", exc)
 
     def _send(self, msg: Any) -> None:
         if self._outbound is None:
@@ -255,6 +284,9 @@ class BridgeTransport:
             cid = md.get("correlation_id") or md.get("loom.correlation_id")
             offer = self.pending.get(cid) if cid else None
             if offer is not None and offer(Delivery(topic, event)):
+                # Let the waiting requester run before this reader asks gRPC for the next message
+                # (starting a read costs tens of µs; the reply's latency should not include it).
+                await asyncio.sleep(0)
                 return
         if d.topic in self._patterns:
             await self._mailbox.put((topic, event))  # backpressure reaches the bridge through the stream

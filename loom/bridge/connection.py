@@ -56,8 +56,20 @@ class Connection:
         """Forward events on ``pattern`` as Deliveries whose topic is the pattern (as upstream)."""
         if pattern in self.subscriptions or self.closed.is_set():
             return
+        Delivery, outbound = bridge_pb2.Delivery, self.outbound  # noqa: N806
+        sub: Subscription | None = None
+
+        def direct(item: Any) -> bool:
+            # The common case, synchronously in the publisher: room in the stream and nothing of this
+            # subscription waiting ahead -> straight into the stream's queue (no forwarder task hop).
+            if sub is None or sub.qsize() or outbound.full() or self.closed.is_set():
+                return False  # the forwarder takes it, in order, with the QoS and stall rules
+            outbound.put_nowait(Delivery(topic=pattern, event=item.event.to_proto(), concrete_topic=item.topic))
+            self.delivered += 1
+            return True
+
         sub = self.server.rt.bus.subscribe(
-            pattern, qos=self.qos, maxsize=self.queue_size, name=f"bridge-{self.agent_id}"
+            pattern, qos=self.qos, maxsize=self.queue_size, name=f"bridge-{self.agent_id}", intercept=direct
         )
         self.subscriptions[pattern] = sub
         self.forwarders[pattern] = self.server.rt.spawn(
@@ -181,7 +193,7 @@ class Connection:
             if not self.batch:
                 await write(ServerEvent(delivery=item))
                 continue
-            items, after = await batcher.gather(queue, item)
+            items, after = batcher.gather(queue, item)
             batched = len(items) > 1
             await write(
                 ServerEvent(delivery_batch=DeliveryBatch(items=items)) if batched else ServerEvent(delivery=item)

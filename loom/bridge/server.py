@@ -16,8 +16,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-import grpc
-
+from loom.bridge._grpc import TUNED, grpc
 from loom.bridge._pb.loom.v1 import action_pb2, bridge_pb2, bridge_pb2_grpc
 from loom.bridge.auth import TokenInterceptor
 from loom.bridge.connection import Connection
@@ -210,6 +209,7 @@ class BridgeServer:
                 for c in self.connections.values()
             ],
             "registered": sorted(self.registrations),
+            "grpc_tuned": TUNED,
         }
 
 

@@ -252,22 +252,33 @@ class Event:
 
     @classmethod
     def from_proto(cls, msg: Any) -> Event:
-        """Build an event from a ``loom.v1.Event`` message (validated like the constructor).
+        """Build an event from a ``loom.v1.Event`` message.
 
-        A proto with empty ``id`` or ``type`` (proto3 defaults) gets a fresh id / type ``"event"``;
-        priority is clamped into 0..100 and confidence into 0..1 because peers may send anything.
+        Protobuf already typed every field, so only values are repaired, because peers may send
+        anything: an empty ``id`` or ``type`` (proto3 defaults) gets a fresh id / type ``"event"``,
+        a zero timestamp becomes now, priority is clamped into 0..100 and confidence into 0..1.
+
+        Raises:
+            ValueError: confidence is NaN.
         """
-        return cls(
-            msg.type or "event",
-            bytes(msg.payload),
-            id=msg.id or None,
-            timestamp_ms=int(msg.timestamp_ms) or None,
-            source=msg.source,
-            metadata=dict(msg.metadata),
-            confidence=min(max(float(msg.confidence), 0.0), 1.0),
-            tags=list(msg.tags),
-            priority=min(max(int(msg.priority), 0), 100),
-        )
+        self = cls.__new__(cls)
+        self.id = msg.id or f"{_id_prefix}{next(_id_counter) & 0xFFFFFFFFFFFF:012x}"
+        self.type = msg.type or "event"
+        self.timestamp_ms = msg.timestamp_ms or time.time_ns() // 1_000_000
+        self.source = msg.source
+        self.metadata = dict(msg.metadata)
+        self.payload = msg.payload
+        confidence = msg.confidence
+        if not 0.0 <= confidence <= 1.0:
+            if confidence != confidence:
+                raise ValueError("Event.confidence is NaN")
+            confidence = 0.0 if confidence < 0.0 else 1.0
+        self.confidence = confidence
+        self.tags = list(msg.tags)
+        priority = msg.priority
+        self.priority = priority if 0 <= priority <= 100 else (0 if priority < 0 else 100)
+        self._env = None
+        return self
 
     # -- dunder --------------------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
