@@ -251,3 +251,17 @@ def test_grpc_core_is_tuned_for_the_length_of_the_import_only():
     assert run() == ["True", "None"]  # set while grpc's core read it, gone for child processes
     assert run(GRPC_EXPERIMENTS="-event_engine_dns") == ["False", "-event_engine_dns"]  # the user's own wins
     assert run(LOOM_GRPC_TUNING="0") == ["False", "None"]
+
+
+async def test_a_request_on_a_broken_stream_raises_instead_of_vanishing(tmp_path):
+    async with Loom(workspace=tmp_path, native_tools=()) as rt:
+        server = await rt.start_bridge(port=0)
+        remote = await Agent("lonely", address=f"127.0.0.1:{server.port}").start()
+        try:
+            await server.stop()
+            rt.bridge = None
+            await until(lambda: not remote._transport.connected.is_set(), timeout=5)
+            with pytest.raises(loom.BrokenError, match="not sent"):
+                await remote.ctx.request(remote.ctx.new_thread(), "nobody.home", b"?", timeout_ms=500)
+        finally:
+            await remote.stop()

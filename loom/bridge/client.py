@@ -284,8 +284,7 @@ class BridgeTransport:
             cid = md.get("correlation_id") or md.get("loom.correlation_id")
             offer = self.pending.get(cid) if cid else None
             if offer is not None and offer(Delivery(topic, event)):
-                # Let the waiting requester run before this reader asks gRPC for the next message
-                # (starting a read costs tens of µs; the reply's latency should not include it).
+                # The waiting requester runs first; this reader starts gRPC's next read after it.
                 await asyncio.sleep(0)
                 return
         if d.topic in self._patterns:
