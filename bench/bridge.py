@@ -23,6 +23,8 @@ import statistics
 import sys
 import time
 
+from _stats import latency_summary
+
 
 class _Echo:
     """A bare grpc.aio Bridge servicer that answers each ping with a pong: the transport floor."""
@@ -48,8 +50,7 @@ async def floor_client(address: str, n: int) -> dict:
             if i >= 200:
                 lat.append(time.perf_counter_ns() - t0)
         await call.done_writing()
-    lat.sort()
-    return {"p50_us": lat[n // 2] / 1000}
+    return latency_summary(lat)
 
 
 async def role(name: str, address: str, n: int) -> None:
@@ -106,8 +107,7 @@ async def role(name: str, address: str, n: int) -> None:
             assert reply is not None and reply.payload == b"ping"
             if i >= 200:
                 lat.append(time.perf_counter_ns() - t0)
-        lat.sort()
-        print(json.dumps({"calls": n, "p50_us": lat[n // 2] / 1000, "p99_us": lat[(n * 99) // 100] / 1000}), flush=True)
+        print(json.dumps(latency_summary(lat)), flush=True)
         await agent.stop()
 
 

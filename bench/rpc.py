@@ -15,6 +15,8 @@ import json
 import statistics
 import time
 
+from _stats import latency_summary
+
 
 async def _loom_run(calls: int, warmup: int) -> dict:
     import loom
@@ -69,16 +71,7 @@ async def _futures_run(calls: int, warmup: int) -> dict:
 
 
 def _summary(name: str, lat: list[int], cpu: float) -> dict:
-    lat.sort()
-    n = len(lat)
-    return {
-        "bench": "rpc",
-        "workload": name,
-        "calls": n,
-        "p50_us": lat[n // 2] / 1000,
-        "p99_us": lat[(n * 99) // 100] / 1000,
-        "cpu_us_per_call": cpu / n * 1e6,
-    }
+    return {"bench": "rpc", "workload": name, **latency_summary(lat, cpu)}
 
 
 def main() -> None:

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from _stats import latency_summary
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -69,14 +71,7 @@ async def mcp_round_trip(calls: int, which: str) -> dict:
 
 
 def summary(lat: list[int], cpu: float) -> dict:
-    lat.sort()
-    n = len(lat)
-    return {
-        "calls": n,
-        "p50_us": lat[n // 2] / 1000,
-        "p99_us": lat[(n * 99) // 100] / 1000,
-        "cpu_us_per_call": cpu / n * 1e6,
-    }
+    return latency_summary(lat, cpu)
 
 
 def main() -> None:

@@ -284,8 +284,6 @@ class BridgeTransport:
             cid = md.get("correlation_id") or md.get("loom.correlation_id")
             offer = self.pending.get(cid) if cid else None
             if offer is not None and offer(Delivery(topic, event)):
-                # The waiting requester runs first; this reader starts gRPC's next read after it.
-                await asyncio.sleep(0)
                 return
         if d.topic in self._patterns:
             await self._mailbox.put((topic, event))  # backpressure reaches the bridge through the stream

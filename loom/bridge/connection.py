@@ -56,7 +56,7 @@ class Connection:
         """Forward events on ``pattern`` as Deliveries whose topic is the pattern (as upstream)."""
         if pattern in self.subscriptions or self.closed.is_set():
             return
-        Delivery, outbound = bridge_pb2.Delivery, self.outbound  # noqa: N806
+        outbound = self.outbound
         sub: Subscription | None = None
 
         def direct(item: Any) -> bool:
@@ -64,7 +64,7 @@ class Connection:
             # subscription waiting ahead -> straight into the stream's queue (no forwarder task hop).
             if sub is None or sub.qsize() or outbound.full() or self.closed.is_set():
                 return False  # the forwarder takes it, in order, with the QoS and stall rules
-            outbound.put_nowait(Delivery(topic=pattern, event=item.event.to_proto(), concrete_topic=item.topic))
+            outbound.put_nowait(_delivery(pattern, item.topic, item.event))
             self.delivered += 1
             return True
 
@@ -89,8 +89,7 @@ class Connection:
         stall = self.server.stall_timeout
         try:
             async for topic, event in sub:
-                # A bare Delivery: the writer wraps it, alone or in a DeliveryBatch with its neighbours.
-                msg = bridge_pb2.Delivery(topic=pattern, event=event.to_proto(), concrete_topic=topic)
+                msg = _delivery(pattern, topic, event)
                 if self.outbound.full():
                     try:
                         async with asyncio.timeout(stall):
@@ -205,6 +204,11 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} {self.agent_id} {len(self.subscriptions)} subscriptions>"
+
+
+def _delivery(pattern: str, topic: str, event: Event) -> Any:
+    """A bare Delivery (the writer wraps it, alone or in a DeliveryBatch with its neighbours)."""
+    return bridge_pb2.Delivery(topic=pattern, event=event.to_proto(), concrete_topic=topic)
 
 
 def _now_ms() -> int:
