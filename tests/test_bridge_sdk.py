@@ -44,6 +44,8 @@ class Remote:
             proc.kill()
             pytest.fail(f"remote agent {role} did not start: {(await proc.stderr.read()).decode()[-800:]}")
         assert line.startswith(b"ready"), line + await proc.stderr.read()
+        want = b"grpc" if os.environ.get("LOOM_BRIDGE_LOCAL") == "0" else b"local"
+        assert line.split()[-1] == want, line  # the stream the hub fixture asked for
         return cls(proc)
 
     async def stop(self, sig: int = signal.SIGTERM) -> int:
@@ -57,8 +59,10 @@ class Remote:
         return self.proc.returncode
 
 
-@pytest.fixture
-async def hub(tmp_path):
+@pytest.fixture(params=["local", "grpc"])
+async def hub(request, tmp_path, monkeypatch):
+    """The bridge here, agents in subprocesses: on the same-host stream, and once more on gRPC's."""
+    monkeypatch.setenv("LOOM_BRIDGE_LOCAL", "1" if request.param == "local" else "0")
     async with Loom(workspace=tmp_path, native_tools=()) as rt:
         server = await rt.start_bridge(port=0)
         remotes: list[Remote] = []

@@ -24,7 +24,7 @@ from loom.agents.directory import AgentDirectory, AgentInfo
 from loom.agents.managed import AgentNotFound, AgentStatus, ManagedAgent, RestartPolicy
 from loom.agents.state import AgentState, MemoryStateStore, StateStore
 from loom.errors import LoomError, UsageError
-from loom.events.envelope import Envelope, agent_reply_topic
+from loom.events.envelope import Envelope, agent_reply_topic, hop_on
 from loom.events.event import Event
 from loom.events.qos import Overflow, QoS
 from loom.events.topics import validate_pattern, validate_topic
@@ -285,17 +285,11 @@ class AgentRuntime:
         state, mailbox = agent.state, agent.mailbox
         assert mailbox is not None
         on_event = agent.behavior.on_event
-        async for topic, event in mailbox:
-            md = event.metadata
-            env = Envelope.from_metadata(md, event.id)
-            if not env.next_hop():
+        async for topic, received in mailbox:
+            event = hop_on(received)
+            if event is None:
                 agent.expired += 1
                 continue
-            md = dict(md)  # only the hop budget changes; other keys default the same way when read
-            md["ttl"] = str(env.ttl)
-            md["hop"] = str(env.hop)
-            event = event._with_metadata(md)
-            event._env = env
             state.topic = topic
             agent.current = event
             try:

@@ -21,10 +21,11 @@ from loom.agents.state import AgentState
 from loom.bridge._grpc import grpc
 from loom.bridge._pb.loom.v1 import action_pb2, bridge_pb2, bridge_pb2_grpc
 from loom.bridge.batching import NOTHING, Batcher
-from loom.bridge.remote import tool_error_from
+from loom.bridge.local import is_loopback, open_local_stream
+from loom.bridge.remote import answer_action_call, capability_descriptors, tool_error_from
 from loom.collab.collaborator import Collaborator
 from loom.errors import BrokenError, LoomError, ToolError
-from loom.events.envelope import Envelope, agent_reply_topic
+from loom.events.envelope import Envelope, agent_reply_topic, hop_on
 from loom.events.event import Event, new_event_id
 from loom.events.queue import Delivery
 from loom.tools.result import ErrorCode
@@ -35,16 +36,30 @@ if TYPE_CHECKING:
 __all__ = ["BridgeTransport"]
 
 log = logging.getLogger("loom.bridge.client")
-_PREFIXED = ("thread_id", "correlation_id", "reply_to")
 
 
 class BridgeTransport:
-    """Connects one :class:`~loom.Agent` to a bridge at ``address`` (``host:port``)."""
+    """Connects one :class:`~loom.Agent` to a bridge at ``address`` (``host:port``).
+
+    When the address is a loopback one and the bridge offers a same-host stream
+    (:mod:`loom.bridge.local`), the event stream runs over it; ``local_stream=False`` or
+    ``LOOM_BRIDGE_LOCAL=0`` keeps it on gRPC. ``stream_kind`` says which one is in use.
+    """
 
     def __init__(
-        self, address: str, *, token: str | None = None, heartbeat_s: float = 15.0, connect_timeout: float = 10.0
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        heartbeat_s: float = 15.0,
+        connect_timeout: float = 10.0,
+        local_stream: bool | None = None,
+        max_message_bytes: int = 4 * 1024 * 1024,
     ):
         self.address = address
+        self.local_stream = os.environ.get("LOOM_BRIDGE_LOCAL", "1") != "0" if local_stream is None else local_stream
+        self.max_message_bytes = max_message_bytes
+        self.stream_kind = ""  # "local" or "grpc" once connected
         self.token = token if token is not None else os.environ.get("LOOM_BRIDGE_TOKEN")
         self.heartbeat_s = heartbeat_s
         self.connect_timeout = connect_timeout
@@ -101,7 +116,7 @@ class BridgeTransport:
             async with self._wlock:
                 try:
                     await stream.write(bridge_pb2.ClientEvent(publish=msg))
-                except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                except (grpc.aio.AioRpcError, asyncio.InvalidStateError, ConnectionError):
                     raise BrokenError("the bridge stream broke: the event was not sent") from None
             return 1
         # Waits for room: a fast publisher is paced by the stream (gRPC flow control), never dropped.
@@ -160,19 +175,10 @@ class BridgeTransport:
         assert agent is not None
         self._channel = grpc.aio.insecure_channel(self.address)
         self._stub = bridge_pb2_grpc.BridgeStub(self._channel)
-        caps = [
-            action_pb2.CapabilityDescriptor(
-                name=c.name,
-                version=c.version,
-                provider=action_pb2.PROVIDER_GRPC,
-                metadata={"desc": c.description, "input_schema": json.dumps(c.schema)},
-            )
-            for c in agent.capabilities
-        ]
         req = bridge_pb2.AgentRegisterRequest(
             agent_id=agent.agent_id,
             subscribed_topics=self._patterns,
-            capabilities=caps,
+            capabilities=capability_descriptors(agent.capabilities),
             metadata={"sdk": "loom-notebook", "batch": "1"},
         )
         try:
@@ -184,7 +190,7 @@ class BridgeTransport:
         self._batch = reply.features.get("batch") == "1"  # an upstream server never advertises it
         self._outbound = asyncio.Queue(maxsize=1024)
         self._outbound.put_nowait(bridge_pb2.ClientEvent(ack=bridge_pb2.Ack(message_id=agent.agent_id)))  # Ack first
-        call = self._stub.EventStream(metadata=self._metadata)
+        call = await self._open_stream(reply.features.get("local_stream"))
         self._stream = call
         self._supervisor.spawn(self._write(call, self._outbound), name=f"loom.bridge.client.write:{agent.agent_id}")
         for pattern in self._listeners:  # a reconnect: primitives still listening (registration has the rest)
@@ -200,6 +206,19 @@ class BridgeTransport:
             call.cancel()
             raise BrokenError(f"the bridge at {self.address} did not answer on the stream") from None
         self.connected.set()
+
+    async def _open_stream(self, local: str | None) -> Any:
+        """The bridge's same-host stream when it offers one and we reach it on loopback, else gRPC's."""
+        if local and self.local_stream and is_loopback(self.address.rpartition(":")[0]):
+            try:
+                stream = await open_local_stream(local, self.token, self.max_message_bytes, self.connect_timeout)
+            except (OSError, TimeoutError, ValueError) as exc:
+                log.info("the bridge's same-host stream at %s is not usable (%s): using gRPC", local, exc)
+            else:
+                self.stream_kind = "local"
+                return stream
+        self.stream_kind = "grpc"
+        return self._stub.EventStream(metadata=self._metadata)
 
     async def _write(self, call: Any, queue: asyncio.Queue[Any]) -> None:
         """The stream's writer: client messages in order; publishes already waiting go out as one
@@ -235,7 +254,7 @@ class BridgeTransport:
                 if after is not NOTHING:
                     await write(after)
             await call.done_writing()
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, ConnectionError) as exc:
             log.debug("bridge stream closed for writing: %r", exc)
 
     def _send(self, msg: Any) -> None:
@@ -268,7 +287,10 @@ class BridgeTransport:
             raise
         except grpc.aio.AioRpcError as exc:
             log.info("bridge stream ended: %s %s", exc.code().name, exc.details())
+        except ConnectionError as exc:  # the same-host stream: reset, cut or garbled
+            log.info("bridge stream ended: %s", exc)
         finally:
+            call.cancel()  # a same-host stream's server half is gone: later writes must fail, not vanish
             self.connected.clear()
             if not self._stopping:
                 self._supervisor.spawn(self._reconnect(), name="loom.bridge.client.reconnect")
@@ -293,6 +315,8 @@ class BridgeTransport:
         while not self._stopping:
             await asyncio.sleep(delay)
             try:
+                if self._stream is not None:
+                    self._stream.cancel()  # a same-host stream's socket; a gRPC call goes with its channel
                 if self._channel is not None:
                     await self._channel.close()
                 await self._connect()
@@ -322,6 +346,8 @@ class BridgeTransport:
             except asyncio.QueueFull:
                 pass
         await self._supervisor.aclose()
+        if self._stream is not None:
+            self._stream.cancel()
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
@@ -332,14 +358,10 @@ class BridgeTransport:
         assert agent is not None and self._state is not None
         state = self._state
         while True:
-            topic, event = await self._mailbox.get()
-            env = Envelope.from_event(event)
-            if not env.next_hop():
+            topic, received = await self._mailbox.get()
+            event = hop_on(received)
+            if event is None:
                 continue
-            md = dict(event.metadata)
-            md["ttl"], md["hop"] = str(env.ttl), str(env.hop)
-            event = event._with_metadata(md)
-            event._env = env
             state.topic = topic
             self.current = event
             try:
@@ -354,27 +376,8 @@ class BridgeTransport:
                 state.touch()
 
     async def _answer(self, call: Any) -> None:
-        agent = self._agent
-        assert agent is not None
-        cap = next((c for c in agent.capabilities if c.name == call.capability), None)
-        result = action_pb2.ActionResult(id=call.id, status=action_pb2.ACTION_OK)
-        try:
-            if cap is None:
-                raise ToolError(
-                    ErrorCode.NOT_FOUND,
-                    call.capability,
-                    f"agent {agent.agent_id!r} has no capability {call.capability!r}",
-                )
-            args = json.loads(call.payload) if call.payload else {}
-            output = await cap.execute(cap.validate(args))
-            result.output = json.dumps(output, default=str).encode() if output is not None else b""
-        except ToolError as exc:
-            result.status, result.error.code, result.error.message = action_pb2.ACTION_ERROR, exc.code, exc.message
-        except ValueError as exc:
-            result.status, result.error.code, result.error.message = action_pb2.ACTION_ERROR, "INVALID_PARAMS", str(exc)
-        except Exception as exc:  # noqa: BLE001 - reported to the caller, not raised here
-            result.status, result.error.code = action_pb2.ACTION_ERROR, "CAPABILITY_ERROR"
-            result.error.message = f"{type(exc).__name__}: {exc}"
+        assert self._agent is not None
+        result = await answer_action_call(self._agent.agent_id, self._agent.capabilities, call)
         try:
             self._send(bridge_pb2.ClientEvent(action_result=result))
         except BrokenError:
@@ -391,7 +394,4 @@ class BridgeTransport:
         elif envelope.hop == 0 and self.current is not None and self.current._env is not None:
             envelope.ttl, envelope.hop = self.current._env.ttl, self.current._env.hop
         envelope.sender = self.sender
-        envelope.apply_to(md)
-        for key in _PREFIXED:
-            md[f"loom.{key}"] = md[key]
-        md["loom.sender"] = self.sender.removeprefix("agent.")
+        envelope.apply_to(md, upstream=True)

@@ -22,11 +22,19 @@ from loom.events.subscription import Subscription
 if TYPE_CHECKING:
     from loom.bridge.server import BridgeServer
 
-__all__ = ["CLOSE", "Connection"]
+__all__ = ["CLOSE", "Connection", "StreamRefused"]
 
 log = logging.getLogger("loom.bridge")
 _ids = itertools.count(1)
 CLOSE = object()  # put in the outbound queue to end the writer
+
+
+class StreamRefused(Exception):
+    """A stream's opening was wrong; ``code`` is the gRPC status name to answer with."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class Connection:
@@ -48,6 +56,7 @@ class Connection:
         self.pending: dict[str, asyncio.Future[Any]] = {}  # action-call id -> the caller's future
         self.closed = asyncio.Event()
         self.close_reason = ""
+        self.close_code = ""  # a gRPC status name when the server ended the stream for a fault
         self.delivered = 0
         self.received = 0
 
@@ -95,7 +104,7 @@ class Connection:
                         async with asyncio.timeout(stall):
                             await put(msg)
                     except TimeoutError:
-                        self.close(f"client stalled: no room in its stream for {stall:g}s")
+                        self.close(f"client stalled: no room in its stream for {stall:g}s", "RESOURCE_EXHAUSTED")
                         return
                 else:
                     self.outbound.put_nowait(msg)
@@ -147,7 +156,7 @@ class Connection:
         try:
             self.outbound.put_nowait(msg)
         except asyncio.QueueFull:
-            self.close("client stalled: its stream queue is full")
+            self.close("client stalled: its stream queue is full", "RESOURCE_EXHAUSTED")
             return False
         return True
 
@@ -155,11 +164,13 @@ class Connection:
         self.send(bridge_pb2.ServerEvent(err=bridge_pb2.Error(code=code, message=message)))
 
     # -- lifecycle -----------------------------------------------------------------------
-    def close(self, reason: str) -> None:
-        """End the stream: subscriptions closed, forwarders cancelled, pending calls failed. Idempotent."""
+    def close(self, reason: str, code: str = "") -> None:
+        """End the stream: subscriptions closed, forwarders cancelled, pending calls failed. Idempotent.
+
+        ``code`` (a gRPC status name) marks a fault the client is told about."""
         if self.closed.is_set():
             return
-        self.close_reason = reason
+        self.close_reason, self.close_code = reason, code
         self.closed.set()
         while True:  # wake the writer, even when the queue is full (what is queued no longer matters)
             try:

@@ -1,8 +1,11 @@
-"""Capabilities of remote agents as tools, and ToolResult ↔ ActionResult conversion."""
+"""Capabilities across the bridge: remote agents' capabilities as tools (server side), an SDK
+agent's capabilities as descriptors and answers to ActionCalls (client side), and
+ToolResult ↔ ActionResult conversion."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from loom.bridge._pb.loom.v1 import action_pb2
@@ -12,8 +15,9 @@ from loom.tools.result import ErrorCode, ToolResult, ToolStatus
 
 if TYPE_CHECKING:
     from loom.bridge.server import BridgeServer
+    from loom.sdk.capability import Capability
 
-__all__ = ["RemoteTool", "action_result_from", "tool_error_from"]
+__all__ = ["RemoteTool", "action_result_from", "answer_action_call", "capability_descriptors", "tool_error_from"]
 
 _STATUS = {
     ToolStatus.OK: action_pb2.ACTION_OK,
@@ -89,3 +93,40 @@ class RemoteTool:
             return json.loads(result.output)
         except ValueError:
             return result.output.decode("utf-8", errors="replace")
+
+
+def capability_descriptors(capabilities: Sequence[Capability]) -> list[Any]:
+    """An SDK agent's capabilities as RegisterAgent declares them (description and input schema
+    in the metadata, where the bridge's RemoteTool reads them)."""
+    return [
+        action_pb2.CapabilityDescriptor(
+            name=c.name,
+            version=c.version,
+            provider=action_pb2.PROVIDER_GRPC,
+            metadata={"desc": c.description, "input_schema": json.dumps(c.schema)},
+        )
+        for c in capabilities
+    ]
+
+
+async def answer_action_call(agent_id: str, capabilities: Sequence[Capability], call: Any) -> Any:
+    """Run the capability an ActionCall names and return its ActionResult: never raises, every
+    failure (unknown capability, bad arguments, the capability's own error) is in the result."""
+    cap = next((c for c in capabilities if c.name == call.capability), None)
+    result = action_pb2.ActionResult(id=call.id, status=action_pb2.ACTION_OK)
+    try:
+        if cap is None:
+            raise ToolError(
+                ErrorCode.NOT_FOUND, call.capability, f"agent {agent_id!r} has no capability {call.capability!r}"
+            )
+        args = json.loads(call.payload) if call.payload else {}
+        output = await cap.execute(cap.validate(args))
+        result.output = json.dumps(output, default=str).encode() if output is not None else b""
+    except ToolError as exc:
+        result.status, result.error.code, result.error.message = action_pb2.ACTION_ERROR, exc.code, exc.message
+    except ValueError as exc:
+        result.status, result.error.code, result.error.message = action_pb2.ACTION_ERROR, "INVALID_PARAMS", str(exc)
+    except Exception as exc:  # noqa: BLE001 - reported to the caller, not raised here
+        result.status, result.error.code = action_pb2.ACTION_ERROR, "CAPABILITY_ERROR"
+        result.error.message = f"{type(exc).__name__}: {exc}"
+    return result

@@ -11,7 +11,6 @@ stream and answered by its ActionResult.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 from loom.bridge._grpc import TUNED, grpc
 from loom.bridge._pb.loom.v1 import action_pb2, bridge_pb2, bridge_pb2_grpc
 from loom.bridge.auth import TokenInterceptor
-from loom.bridge.connection import Connection
+from loom.bridge.connection import Connection, StreamRefused
+from loom.bridge.framing import FrameError
+from loom.bridge.local import LocalStreamServer, is_loopback
 from loom.bridge.remote import RemoteTool, action_result_from
 from loom.errors import InvalidTopic, UsageError
 from loom.events.qos import QoS
@@ -35,15 +36,6 @@ FEATURES = {"batch": "1", "subscribe": "1", "concrete_topic": "1"}  # additions 
 _QOS = {"realtime": QoS.REALTIME, "batched": QoS.BATCHED, "background": QoS.BACKGROUND}
 
 
-def _is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 class BridgeServer:
     """A Bridge gRPC server bound to one runtime. Start with ``await rt.start_bridge(...)``.
 
@@ -55,6 +47,8 @@ class BridgeServer:
         stream_queue: per-connection outbound queue (and the bus queue of each of its topics).
         stall_timeout: seconds a client may leave its queue full before the stream is closed.
         ack_timeout: seconds to wait for a new stream's first message (the Ack).
+        local_stream: also serve the EventStream on a loopback socket for SDK agents on this host
+            (:mod:`loom.bridge.local`; advertised in RegisterAgent's features). False: gRPC only.
     """
 
     def __init__(
@@ -69,8 +63,9 @@ class BridgeServer:
         stream_queue: int = 1024,
         stall_timeout: float = 30.0,
         ack_timeout: float = 10.0,
+        local_stream: bool = True,
     ) -> None:
-        if not _is_loopback(host) and not token and not force:
+        if not is_loopback(host) and not token and not force:
             raise UsageError(
                 f"refusing to serve the bridge on {host!r} without a token: anyone who can reach it could "
                 "act as an agent. Pass token=..., bind 127.0.0.1, or force=True"
@@ -88,6 +83,10 @@ class BridgeServer:
         self.connections: dict[str, Connection] = {}
         self.by_agent: dict[str, Connection] = {}
         self._server: grpc.aio.Server | None = None
+        self.local: LocalStreamServer | None = (
+            LocalStreamServer(self, host if is_loopback(host) else "127.0.0.1") if local_stream else None
+        )
+        self.features = dict(FEATURES)
 
     @property
     def address(self) -> str:
@@ -119,6 +118,13 @@ class BridgeServer:
             raise UsageError(f"cannot bind the bridge to {self.address} (in use?)")
         await server.start()
         self._server, self.port = server, bound
+        if self.local is not None:
+            try:
+                await self.local.start()
+                self.features["local_stream"] = self.local.address
+            except OSError as exc:  # gRPC alone still serves everyone
+                log.warning("no same-host stream (%s); agents on this host use gRPC", exc)
+                self.local = None
         log.info("bridge serving on %s", self.address)
         return bound
 
@@ -127,6 +133,9 @@ class BridgeServer:
         server, self._server = self._server, None
         for conn in list(self.connections.values()):
             conn.close("bridge stopped")
+        self.features.pop("local_stream", None)
+        if self.local is not None:
+            await self.local.stop()
         if server is not None:
             await server.stop(grace)
 
@@ -173,6 +182,64 @@ class BridgeServer:
             del self.by_agent[conn.agent_id]
             self.rt.directory.update(conn.agent_id, status="disconnected")
 
+    # -- streams (gRPC EventStream and the same-host stream share this) -----------------
+    async def accept_stream(self, messages: Any, peer: str) -> Connection:
+        """Wait for the stream's Ack (``ack_timeout``), then open its connection: subscriptions of
+        the agent's registration, directory status active; a newer stream replaces an older one.
+
+        Raises:
+            StreamRefused: no Ack in time, or the first message is not an Ack with an agent id.
+        """
+        try:
+            async with asyncio.timeout(self.ack_timeout):
+                first = await anext(aiter(messages))
+        except StopAsyncIteration:
+            raise StreamRefused("INVALID_ARGUMENT", "no first message: the stream must start with an Ack") from None
+        except TimeoutError:
+            raise StreamRefused(
+                "INVALID_ARGUMENT",
+                f"no Ack within {self.ack_timeout:g}s: the first stream message must be Ack carrying agent_id",
+            ) from None
+        if first.WhichOneof("msg") != "ack" or not first.ack.message_id:
+            raise StreamRefused("INVALID_ARGUMENT", "first stream message must be Ack carrying agent_id")
+        agent_id = first.ack.message_id
+        reg = self.registrations.get(agent_id)
+        qos = _QOS.get(reg.metadata.get("qos", "batched").lower(), QoS.BATCHED) if reg else QoS.BATCHED
+        batch = bool(reg) and reg.metadata.get("batch") == "1"
+        conn = Connection(self, agent_id, qos=qos, queue=self.stream_queue, peer=peer, batch=batch)
+        self.connections[conn.id] = conn
+        previous = self.by_agent.get(agent_id)
+        self.by_agent[agent_id] = conn
+        self.rt.directory.update(agent_id, status="active")
+        for topic in reg.subscribed_topics if reg else ():
+            conn.subscribe(topic)
+        replacing = " replacing an older stream" if previous else ""
+        log.info("agent %s connected (%s, %s)%s", agent_id, conn.id, peer, replacing)
+        return conn
+
+    async def run_stream(self, conn: Connection, messages: Any, write: Any) -> None:
+        """Serve an accepted stream until either side ends it: a reader task handles the client's
+        messages, this task writes the connection's queue with ``write``."""
+        reader = self.rt.spawn(self._read(conn, messages), name=f"loom.bridge.read:{conn.agent_id}:{conn.id}")
+        try:
+            await conn.write_all(write)
+        finally:
+            conn.close(conn.close_reason or "stream ended")
+            reader.cancel()
+
+    async def _read(self, conn: Connection, messages: Any) -> None:
+        try:
+            async for msg in messages:
+                await conn.handle(msg)
+        except asyncio.CancelledError:
+            raise
+        except FrameError as exc:  # the same-host stream: tell the client what was wrong
+            conn.close(f"bad stream: {exc}", exc.code)
+        except Exception as exc:  # noqa: BLE001 - a broken client ends its own stream only
+            log.info("stream of %s ended: %r", conn.agent_id, exc)
+        finally:
+            conn.close(conn.close_reason or "client closed the stream")
+
     # -- remote calls --------------------------------------------------------------------
     async def push_action_call(self, agent_id: str, call: Any) -> Any:
         """Send an ActionCall on the agent's live stream and await its ActionResult.
@@ -210,6 +277,7 @@ class BridgeServer:
             ],
             "registered": sorted(self.registrations),
             "grpc_tuned": TUNED,
+            "local_stream": self.features.get("local_stream"),
         }
 
 
@@ -219,7 +287,7 @@ class _Servicer(bridge_pb2_grpc.BridgeServicer):
 
     async def RegisterAgent(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method names
         ok, message = self.s.register(request)
-        return bridge_pb2.AgentRegisterResponse(success=ok, error_message=message, features=FEATURES)
+        return bridge_pb2.AgentRegisterResponse(success=ok, error_message=message, features=self.s.features)
 
     async def Heartbeat(self, request: Any, context: Any) -> Any:  # noqa: N802
         return bridge_pb2.HeartbeatResponse(timestamp_ms=request.timestamp_ms, status="ok")
@@ -257,45 +325,9 @@ class _Servicer(bridge_pb2_grpc.BridgeServicer):
     async def EventStream(self, request_iterator: Any, context: Any) -> None:  # noqa: N802
         s = self.s
         try:
-            async with asyncio.timeout(s.ack_timeout):
-                first = await anext(aiter(request_iterator))
-        except StopAsyncIteration:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no first message: the stream must start with an Ack")
-        except TimeoutError:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"no Ack within {s.ack_timeout:g}s: the first stream message must be Ack carrying agent_id",
-            )
-        if first.WhichOneof("msg") != "ack" or not first.ack.message_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first stream message must be Ack carrying agent_id")
-        agent_id = first.ack.message_id
-        reg = s.registrations.get(agent_id)
-        qos = _QOS.get(reg.metadata.get("qos", "batched").lower(), QoS.BATCHED) if reg else QoS.BATCHED
-        batch = bool(reg) and reg.metadata.get("batch") == "1"
-        conn = Connection(s, agent_id, qos=qos, queue=s.stream_queue, peer=context.peer(), batch=batch)
-        s.connections[conn.id] = conn
-        previous = s.by_agent.get(agent_id)
-        s.by_agent[agent_id] = conn
-        s.rt.directory.update(agent_id, status="active")
-        for topic in reg.subscribed_topics if reg else ():
-            conn.subscribe(topic)
-        reader = s.rt.spawn(self._read(conn, request_iterator), name=f"loom.bridge.read:{agent_id}:{conn.id}")
-        log.info("agent %s connected (%s)%s", agent_id, conn.id, " replacing an older stream" if previous else "")
-        try:
-            await conn.write_all(context.write)
-        finally:
-            conn.close(conn.close_reason or "stream ended")
-            reader.cancel()
-        if conn.close_reason.startswith("client stalled"):
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, conn.close_reason)
-
-    async def _read(self, conn: Connection, request_iterator: Any) -> None:
-        try:
-            async for msg in request_iterator:
-                await conn.handle(msg)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a broken client ends its own stream only
-            log.info("stream of %s ended: %r", conn.agent_id, exc)
-        finally:
-            conn.close(conn.close_reason or "client closed the stream")
+            conn = await s.accept_stream(request_iterator, context.peer())
+        except StreamRefused as exc:
+            await context.abort(grpc.StatusCode[exc.code], str(exc))
+        await s.run_stream(conn, request_iterator, context.write)
+        if conn.close_code:
+            await context.abort(grpc.StatusCode[conn.close_code], conn.close_reason)

@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_TTL",
     "Envelope",
     "agent_reply_topic",
+    "hop_on",
     "thread_broadcast_topic",
     "thread_reply_topic",
 ]
@@ -120,8 +121,9 @@ class Envelope:
         return cls.from_metadata(event.metadata, event.id)
 
     # -- writing -------------------------------------------------------------------------
-    def apply_to(self, metadata: MutableMapping[str, str]) -> None:
-        """Write the 7 base keys (overwriting) and the trace keys that are set."""
+    def apply_to(self, metadata: MutableMapping[str, str], *, upstream: bool = False) -> None:
+        """Write the 7 base keys (overwriting) and the trace keys that are set; with ``upstream``
+        also the ``loom.``-prefixed keys loom-py 0.1.0a1 reads (its sender is the bare agent id)."""
         metadata["thread_id"] = self.thread_id
         metadata["correlation_id"] = self.correlation_id
         metadata["sender"] = self.sender
@@ -133,6 +135,11 @@ class Envelope:
             value = getattr(self, key)
             if value:
                 metadata[key] = value
+        if upstream:
+            metadata["loom.thread_id"] = self.thread_id
+            metadata["loom.correlation_id"] = self.correlation_id
+            metadata["loom.reply_to"] = self.reply_to
+            metadata["loom.sender"] = self.sender.removeprefix("agent.")
 
     def to_metadata(self) -> dict[str, str]:
         """The envelope as a fresh metadata dict."""
@@ -174,3 +181,17 @@ class Envelope:
         if self.sender.startswith("agent.") and len(self.sender) > 6:
             return agent_reply_topic(self.sender[6:])
         return ""
+
+
+def hop_on(event: Event) -> Event | None:
+    """``event`` as its handler sees it: one hop counted (``ttl``/``hop`` rewritten in a copy of the
+    metadata, the parsed envelope kept on the copy), or None when its hop budget is spent."""
+    env = Envelope.from_metadata(event.metadata, event.id)
+    if not env.next_hop():
+        return None
+    md = dict(event.metadata)  # only the hop budget changes; other keys default the same way when read
+    md["ttl"] = str(env.ttl)
+    md["hop"] = str(env.hop)
+    handled = event._with_metadata(md)
+    handled._env = env
+    return handled

@@ -66,7 +66,7 @@ async def main(role: str, address: str, name: str) -> None:
     else:
         raise SystemExit(f"unknown role {role!r}")
     await agent.start()
-    print(f"ready {name}", flush=True)
+    print(f"ready {name} {agent._transport.stream_kind}", flush=True)  # "local" or "grpc" stream
     await agent.run()
 
 

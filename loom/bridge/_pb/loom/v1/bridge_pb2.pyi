@@ -139,3 +139,9 @@ class HeartbeatResponse(_message.Message):
     timestamp_ms: int
     status: str
     def __init__(self, timestamp_ms: _Optional[int] = ..., status: _Optional[str] = ...) -> None: ...
+
+class StreamHello(_message.Message):
+    __slots__ = ("token",)
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    def __init__(self, token: _Optional[str] = ...) -> None: ...
