@@ -7,10 +7,12 @@ agents joined with address=. `throughput`: a producer agent emits N small events
 agent (another process) counts them; deliveries/s is measured by the consumer from the first to
 the last event. `rpc`: an asker agent makes N sequential ctx.request round trips to an echo
 agent in a third process (after 200 warm-up calls); `one_hop`: the same asker to an echo agent
-in the bridge's own process (the notebook case: a remote agent asking the kernel). `floor`: a
-bare grpc.aio stream ping-pong between two processes (no Loom): agent to agent through the hub
-needs two such round trips, so twice the floor is the least a grpc.aio hub can reach here.
-Medians of the runs.
+in the bridge's own process (the notebook case: a remote agent asking the kernel). Each workload
+runs twice: on the same-host stream the SDK picks by default (loom.bridge.local) and on gRPC's
+EventStream (LOOM_BRIDGE_LOCAL=0, what an agent on another host gets). Floors, between two
+processes without Loom: a bare grpc.aio stream ping-pong, and a ping-pong of the same messages in
+frames over a loopback socket. Agent to agent through the hub needs two round trips, so twice a
+floor is the least a hub on that transport can reach here. Medians of the runs.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import statistics
 import sys
 import time
+from typing import Any
 
 from _stats import latency_summary
 
@@ -53,8 +56,42 @@ async def floor_client(address: str, n: int) -> dict:
     return latency_summary(lat)
 
 
+async def frame_floor_client(address: str, n: int) -> dict:
+    from loom.bridge._pb.loom.v1 import bridge_pb2
+    from loom.bridge.framing import FrameStream
+
+    host, port = address.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    stream = FrameStream(reader, writer, bridge_pb2.ServerEvent, 1 << 22)
+    lat = []
+    for i in range(200 + n):
+        t0 = time.perf_counter_ns()
+        await stream.write(bridge_pb2.ClientEvent(ping=bridge_pb2.HeartbeatRequest(timestamp_ms=i)))
+        await stream.read()
+        if i >= 200:
+            lat.append(time.perf_counter_ns() - t0)
+    await stream.aclose()
+    return latency_summary(lat)
+
+
 async def role(name: str, address: str, n: int) -> None:
     import loom
+
+    if name == "frame_floor_server":
+        from loom.bridge._pb.loom.v1 import bridge_pb2
+        from loom.bridge.framing import FrameStream
+
+        async def serve(reader, writer):
+            stream = FrameStream(reader, writer, bridge_pb2.ClientEvent, 1 << 22)
+            async for m in stream:
+                pong = bridge_pb2.HeartbeatResponse(timestamp_ms=m.ping.timestamp_ms)
+                await stream.write(bridge_pb2.ServerEvent(pong=pong))
+            await stream.aclose()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await server.serve_forever()
+        return
 
     if name == "floor_server":
         from loom.bridge._grpc import grpc
@@ -111,7 +148,7 @@ async def role(name: str, address: str, n: int) -> None:
         await agent.stop()
 
 
-async def spawn(name: str, address: str, n: int, stdin: bool = False) -> asyncio.subprocess.Process:
+async def spawn(name: str, address: str, n: int, stdin: bool = False, kind: str = "local") -> Any:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         __file__,
@@ -123,52 +160,68 @@ async def spawn(name: str, address: str, n: int, stdin: bool = False) -> asyncio
         str(n),
         stdin=asyncio.subprocess.PIPE if stdin else None,
         stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "LOOM_BRIDGE_LOCAL": "1" if kind == "local" else "0"},
     )
+
+
+async def workloads(address: str, rt, events: int, calls: int, kind: str) -> dict:
+    """deliveries/s, two-hop and one-hop request/reply, with every agent process on ``kind``."""
+    import loom
+
+    consumer = await spawn("consumer", address, events, kind=kind)
+    assert (await consumer.stdout.readline()).startswith(b"ready")
+    producer = await spawn("producer", address, events, stdin=True, kind=kind)
+    assert (await producer.stdout.readline()).startswith(b"ready")
+    producer.stdin.write(b"go\n")
+    await producer.stdin.drain()
+    flow = json.loads(await asyncio.wait_for(consumer.stdout.readline(), 300))
+    await consumer.wait()
+    await producer.wait()
+    echo = await spawn("echo", address, 0, kind=kind)
+    await asyncio.sleep(1.5)
+    asker = await spawn("asker", address, calls, kind=kind)
+    rpc = json.loads(await asyncio.wait_for(asker.stdout.readline(), 300))
+    await asker.wait()
+    echo.terminate()
+    await echo.wait()
+
+    async def local_echo(ctx, topic, event):  # the responder in the bridge's own process: one hop
+        await ctx.reply(ctx.thread(event), event.payload)
+
+    responder = await loom.Agent(f"echo-{kind}", topics=["bench.rpc"], on_event=local_echo, runtime=rt).start()
+    asker = await spawn("asker", address, calls, kind=kind)
+    one_hop = json.loads(await asyncio.wait_for(asker.stdout.readline(), 300))
+    await asker.wait()
+    await responder.stop()
+    return {
+        f"{kind}_deliveries_per_s": flow["events"] / flow["seconds"],
+        f"{kind}_p50_us": rpc["p50_us"],
+        f"{kind}_p99_us": rpc["p99_us"],
+        f"{kind}_one_hop_p50_us": one_hop["p50_us"],
+        f"{kind}_one_hop_p99_us": one_hop["p99_us"],
+    }
+
+
+async def floor(role_name: str, client, calls: int) -> float:
+    server = await spawn(role_name, "-", 0)
+    port = int(await server.stdout.readline())
+    result = await client(f"127.0.0.1:{port}", calls)
+    server.terminate()
+    await server.wait()
+    return result["p50_us"]
 
 
 async def run_once(events: int, calls: int) -> dict:
     import loom
 
+    out: dict = {}
     async with loom.Loom(native_tools=()) as rt:
         server = await rt.start_bridge(port=0)
-        address = f"127.0.0.1:{server.port}"
-        consumer = await spawn("consumer", address, events)
-        assert (await consumer.stdout.readline()).startswith(b"ready")
-        producer = await spawn("producer", address, events, stdin=True)
-        assert (await producer.stdout.readline()).startswith(b"ready")
-        producer.stdin.write(b"go\n")
-        await producer.stdin.drain()
-        flow = json.loads(await asyncio.wait_for(consumer.stdout.readline(), 300))
-        await consumer.wait()
-        await producer.wait()
-        echo = await spawn("echo", address, 0)
-        await asyncio.sleep(1.5)
-        asker = await spawn("asker", address, calls)
-        rpc = json.loads(await asyncio.wait_for(asker.stdout.readline(), 300))
-        await asker.wait()
-        echo.terminate()
-        await echo.wait()
-
-        async def local_echo(ctx, topic, event):  # the responder in the bridge's own process: one hop
-            await ctx.reply(ctx.thread(event), event.payload)
-
-        await loom.Agent("echo", topics=["bench.rpc"], on_event=local_echo, runtime=rt).start()
-        asker = await spawn("asker", address, calls)
-        one_hop = json.loads(await asyncio.wait_for(asker.stdout.readline(), 300))
-        await asker.wait()
-    floor_server = await spawn("floor_server", "-", 0)
-    port = int(await floor_server.stdout.readline())
-    floor = await floor_client(f"127.0.0.1:{port}", calls)
-    floor_server.terminate()
-    await floor_server.wait()
-    return {
-        "deliveries_per_s": flow["events"] / flow["seconds"],
-        "p50_us": rpc["p50_us"],
-        "p99_us": rpc["p99_us"],
-        "one_hop_p50_us": one_hop["p50_us"],
-        "floor_p50_us": floor["p50_us"],
-    }
+        for kind in ("local", "grpc"):
+            out.update(await workloads(f"127.0.0.1:{server.port}", rt, events, calls, kind))
+    out["grpc_floor_p50_us"] = await floor("floor_server", floor_client, calls)
+    out["frame_floor_p50_us"] = await floor("frame_floor_server", frame_floor_client, calls)
+    return out
 
 
 def main() -> None:
@@ -186,21 +239,11 @@ def main() -> None:
     runs = [asyncio.run(run_once(args.events, args.calls)) for _ in range(args.runs)]
     for r in runs:
         print(json.dumps({"bench": "bridge", "run": True, **{k: round(v, 1) for k, v in r.items()}}), flush=True)
-    print(
-        json.dumps(
-            {
-                "bench": "bridge",
-                "runs": args.runs,
-                "events": args.events,
-                "calls": args.calls,
-                "deliveries_per_s": round(statistics.median(r["deliveries_per_s"] for r in runs)),
-                "rpc_p50_us": round(statistics.median(r["p50_us"] for r in runs), 1),
-                "rpc_p99_us": round(statistics.median(r["p99_us"] for r in runs), 1),
-                "one_hop_rpc_p50_us": round(statistics.median(r["one_hop_p50_us"] for r in runs), 1),
-                "grpc_stream_pingpong_p50_us": round(statistics.median(r["floor_p50_us"] for r in runs), 1),
-            }
-        )
-    )
+    summary = {"bench": "bridge", "runs": args.runs, "events": args.events, "calls": args.calls}
+    for key in runs[0]:
+        value = statistics.median(r[key] for r in runs)
+        summary[key] = round(value) if key.endswith("per_s") else round(value, 1)
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -106,6 +106,29 @@ async def test_a_remote_capability_over_the_same_host_stream_and_a_client_killed
     assert (await asyncio.wait_for(call, 5)).error.code == "PROVIDER_UNAVAILABLE"
 
 
+async def test_direct_writes_keep_order_and_a_burst_still_goes_out_batched(local):
+    rt, server = local
+    server.register(
+        bridge_pb2.AgentRegisterRequest(agent_id="fan", subscribed_topics=["burst"], metadata={"batch": "1"})
+    )
+    s = await raw(server, "fan")
+    conn = server.by_agent["fan"]
+    for round_ in range(3):
+        for i in range(50):  # one loop turn: the first is written directly, the rest queue and batch
+            await rt.bus.publish("burst", loom.Event("n", f"{round_}:{i}".encode()))
+        kinds, payloads = [], []
+        while len(payloads) < 50:
+            msg = await next_of(s)
+            kinds.append(msg.WhichOneof("msg"))
+            items = msg.delivery_batch.items if kinds[-1] == "delivery_batch" else [msg.delivery]
+            payloads += [d.event.payload.decode() for d in items]
+        assert payloads == [f"{round_}:{i}" for i in range(50)]
+        assert kinds[0] == "delivery" and "delivery_batch" in kinds
+        await until(lambda: conn._idle)
+    assert conn.delivered == 150
+    await s.aclose()
+
+
 # -- faults --------------------------------------------------------------------------------
 
 

@@ -53,6 +53,11 @@ class Stream:
                 if kind is None or msg.WhichOneof("msg") == kind:
                     return msg
 
+    async def ready(self) -> None:
+        """Until the server has taken the Ack (the stream's subscriptions exist): a ping's pong."""
+        self.send(ping=bridge_pb2.HeartbeatRequest(timestamp_ms=1))
+        await self.next("pong")
+
     def close(self):
         self.out.put_nowait(None)
 
@@ -91,7 +96,7 @@ async def test_publish_and_receive_includes_the_agents_own_echo(bridged):
         bridge_pb2.AgentRegisterRequest(agent_id="test_agent_2", subscribed_topics=["test.roundtrip"])
     )
     s = Stream(stub, "test_agent_2")
-    await asyncio.sleep(0.1)
+    await s.ready()
     s.send(
         publish=bridge_pb2.Publish(
             topic="test.roundtrip", event=ev("test_event_1", "test.message", b"hello from python")
@@ -112,7 +117,8 @@ async def test_deliveries_carry_the_subscribed_pattern_and_reach_many_streams(br
     for name, topics in (("a", ["market.price.*"]), ("b", ["market.price.*", "market.>"])):
         await stub.RegisterAgent(bridge_pb2.AgentRegisterRequest(agent_id=name, subscribed_topics=topics))
     sa, sb = Stream(stub, "a"), Stream(stub, "b")
-    await asyncio.sleep(0.1)
+    await sa.ready()
+    await sb.ready()
     assert await rt.bus.publish("market.price.BTC", loom.Event("tick", b"1")) == 3
     assert (await sa.next("delivery")).delivery.topic == "market.price.*"
     got = {(await sb.next("delivery")).delivery.topic for _ in range(2)}
@@ -163,7 +169,7 @@ async def test_a_remote_capability_is_a_callable_tool(bridged):
     offline = await rt.tools.invoke("test.add", {"a": 1, "b": 2})
     assert offline.error.code == "PROVIDER_UNAVAILABLE"
     s = Stream(stub, "adder")
-    await asyncio.sleep(0.1)
+    await s.ready()
 
     async def answer():
         call = (await s.next("action_call")).action_call
@@ -217,7 +223,7 @@ async def test_a_client_killed_mid_call_gives_provider_unavailable_at_once(bridg
         )
     )
     s = Stream(stub, "flaky")
-    await asyncio.sleep(0.1)
+    await s.ready()
     invocation = asyncio.create_task(rt.tools.invoke("flaky.work", {}, timeout=30))
     await s.next("action_call")
     s.call.cancel()  # the client dies with the call in flight
@@ -230,9 +236,9 @@ async def test_a_reconnect_never_loses_the_new_streams_subscriptions(bridged):
     rt, _, stub = bridged
     await stub.RegisterAgent(bridge_pb2.AgentRegisterRequest(agent_id="re", subscribed_topics=["news"]))
     old = Stream(stub, "re")
-    await asyncio.sleep(0.1)
+    await old.ready()
     new = Stream(stub, "re")
-    await asyncio.sleep(0.1)
+    await new.ready()
     old.call.cancel()  # the old stream ends after the new one started
     await asyncio.sleep(0.2)
     await rt.bus.publish("news", loom.Event("n", b"still here"))
@@ -244,7 +250,7 @@ async def test_invalid_publishes_get_an_error_message_and_the_stream_goes_on(bri
     _, _, stub = bridged
     await stub.RegisterAgent(bridge_pb2.AgentRegisterRequest(agent_id="bad", subscribed_topics=["ok.topic"]))
     s = Stream(stub, "bad")
-    await asyncio.sleep(0.1)
+    await s.ready()
     s.send(publish=bridge_pb2.Publish(topic="bad..topic", event=ev("e", "t", b"")))
     err = (await s.next("err")).err
     assert err.code == "INVALID_ARGUMENT" and "empty" in err.message
@@ -289,7 +295,7 @@ async def test_a_stalled_client_is_cut_off_instead_of_growing_memory(tmp_path):
             stub = bridge_pb2_grpc.BridgeStub(ch)
             await stub.RegisterAgent(bridge_pb2.AgentRegisterRequest(agent_id="sloth", subscribed_topics=["flood"]))
             s = Stream(stub, "sloth")  # never reads
-            await asyncio.sleep(0.1)
+            await s.ready()
             big = loom.Event("blob", b"x" * 50_000)
             for _ in range(400):
                 await rt.bus.publish("flood", big, timeout=5)

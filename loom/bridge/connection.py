@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from loom.bridge._pb.loom.v1 import bridge_pb2
@@ -59,6 +60,11 @@ class Connection:
         self.close_code = ""  # a gRPC status name when the server ended the stream for a fault
         self.delivered = 0
         self.received = 0
+        # A transport that can write without waiting (the same-host stream) sets this: the first
+        # message of a loop turn on an idle stream is then written by whoever sends it.
+        self.write_now: Callable[[Any], bool] | None = None
+        self._idle = False  # the writer waits on an empty queue
+        self._turn_used = False
 
     # -- subscriptions -------------------------------------------------------------------
     def subscribe(self, pattern: str) -> None:
@@ -73,7 +79,9 @@ class Connection:
             # subscription waiting ahead -> straight into the stream's queue (no forwarder task hop).
             if sub is None or sub.qsize() or outbound.full() or self.closed.is_set():
                 return False  # the forwarder takes it, in order, with the QoS and stall rules
-            outbound.put_nowait(_delivery(pattern, item.topic, item.event))
+            d = _delivery(pattern, item.topic, item.event)
+            if not self._write_direct(d):
+                outbound.put_nowait(d)
             self.delivered += 1
             return True
 
@@ -151,8 +159,27 @@ class Connection:
             self.send_error("INVALID_ARGUMENT", str(exc))
 
     # -- outbound ------------------------------------------------------------------------
+    def _write_direct(self, msg: Any) -> bool:
+        """Write ``msg`` now, skipping the writer task, when that cannot reorder or starve anything:
+        the writer is idle on an empty queue and this is the first such write of the loop turn
+        (the rest of a burst queues up, so the writer still batches it)."""
+        if self.write_now is None or not self._idle or self._turn_used or self.outbound.qsize():
+            return False
+        if type(msg) is bridge_pb2.Delivery:
+            msg = bridge_pb2.ServerEvent(delivery=msg)
+        if not self.write_now(msg):
+            return False
+        self._turn_used = True
+        asyncio.get_running_loop().call_soon(self._next_turn)
+        return True
+
+    def _next_turn(self) -> None:
+        self._turn_used = False
+
     def send(self, msg: Any) -> bool:
         """Queue a server message without waiting; False (and the stream is closed) when full."""
+        if self._write_direct(msg):
+            return True
         try:
             self.outbound.put_nowait(msg)
         except asyncio.QueueFull:
@@ -194,7 +221,14 @@ class Connection:
         ServerEvent, DeliveryBatch = bridge_pb2.ServerEvent, bridge_pb2.DeliveryBatch  # noqa: N806
         batcher = Batcher(Delivery)
         while True:
-            item = await queue.get()
+            if queue.empty():
+                self._idle = True
+                try:
+                    item = await queue.get()
+                finally:
+                    self._idle = False
+            else:
+                item = queue.get_nowait()
             if item is CLOSE:
                 return
             if type(item) is not Delivery:

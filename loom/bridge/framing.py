@@ -34,12 +34,13 @@ class FrameStream:
     ``cancel``, async iteration), so both ends drive either transport with the same code.
     """
 
-    __slots__ = ("_drain", "_parse", "_reader", "_transport", "_writer", "max_bytes", "peer")
+    __slots__ = ("_drain", "_high", "_parse", "_reader", "_transport", "_writer", "max_bytes", "peer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, parse: Any, max_bytes: int) -> None:
         self._reader, self._writer = reader, writer
         self._transport = writer.transport
         self._drain = writer.drain
+        self._high = self._transport.get_write_buffer_limits()[1]
         self._parse = parse
         self.max_bytes = max_bytes
         peer = writer.get_extra_info("peername")
@@ -97,6 +98,17 @@ class FrameStream:
             raise FrameError("the stream is closed")
         self._transport.write(_HEADER.pack(len(data)) + data)
         await self._drain()
+
+    def try_write(self, msg: Any) -> bool:
+        """Send one message if that needs no waiting (the socket buffer has room); False otherwise."""
+        t = self._transport
+        if t.is_closing() or t.get_write_buffer_size() >= self._high:
+            return False
+        data = msg.SerializeToString()
+        if len(data) > self.max_bytes:
+            return False  # the writer task raises for it
+        t.write(_HEADER.pack(len(data)) + data)
+        return True
 
     def write_nowait(self, msg: Any) -> None:
         """Best effort, never waits: a last word (an error) before the stream is closed."""

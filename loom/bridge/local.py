@@ -5,7 +5,7 @@ remote hosts and upstream clients). For an SDK agent on the bridge's own host th
 offers its EventStream on a plain loopback socket, advertised in ``AgentRegisterResponse.features``
 as ``local_stream=127.0.0.1:PORT``: the same ClientEvent / ServerEvent messages, each in a frame
 (:mod:`loom.bridge.framing`), without HTTP/2 and grpc.aio's own threads between the two event
-loops. A round trip costs about a third less.
+loops: a request/reply to the bridge's process takes about a quarter less time (docs/performance.md).
 
 A connection: the client sends the preface and a ``StreamHello`` frame (the bridge's token, when
 it has one; compared in constant time), then the stream is exactly a gRPC EventStream: Ack first,
@@ -100,6 +100,7 @@ class LocalStreamServer:
             if b.token and not hmac.compare_digest(hello.token.encode(), b.token.encode()):
                 raise StreamRefused("UNAUTHENTICATED", "missing or wrong bearer token")
             conn = await b.accept_stream(stream, stream.peer)
+            conn.write_now = stream.try_write
             await b.run_stream(conn, stream, stream.write)
             if conn.close_code:  # the server ended it for a fault: say which
                 stream.write_nowait(_error(conn.close_code, conn.close_reason))
