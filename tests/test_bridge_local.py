@@ -26,7 +26,7 @@ async def local(tmp_path):
 
 async def raw(server, agent_id: str | None = None, token: str = "") -> FrameStream:
     """A same-host stream opened by hand; with ``agent_id`` the Ack is sent and a pong awaited."""
-    stream = await open_local_stream(server.local.address, token, 4 << 20, 5)
+    stream = await open_local_stream(server.features, token, 4 << 20, 5)
     if agent_id is not None:
         await stream.write(bridge_pb2.ClientEvent(ack=bridge_pb2.Ack(message_id=agent_id)))
         await stream.write(bridge_pb2.ClientEvent(ping=bridge_pb2.HeartbeatRequest(timestamp_ms=1)))
@@ -42,15 +42,19 @@ async def next_of(stream: FrameStream, kind: str | None = None, timeout: float =
                 return msg
 
 
-async def last_words(reader: asyncio.StreamReader, timeout: float = 3.0) -> list:
-    """Every ServerEvent until the server closes the connection."""
+async def last_words(reader: asyncio.StreamReader, timeout: float = 3.0, greeted: bool = True) -> list:
+    """Every ServerEvent until the server closes the connection (after its greeting, a StreamHello
+    with its server_id, which a right preface gets)."""
     out = []
     async with asyncio.timeout(timeout):
         while head := await reader.read(4):
             (size,) = struct.unpack(">I", head)
-            msg = bridge_pb2.ServerEvent()
+            msg = bridge_pb2.StreamHello() if greeted and not out else bridge_pb2.ServerEvent()
             msg.ParseFromString(await reader.readexactly(size))
             out.append(msg)
+    if greeted:
+        assert out and out[0].server_id, "no greeting"
+        return out[1:]
     return out
 
 
@@ -137,7 +141,7 @@ async def test_garbage_on_the_same_host_port_is_closed_silently_and_others_go_on
     for junk in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x00\xff" * 500, PREFACE[:-1] + b"?" + b"\x00" * 8):
         reader, writer = await connect(server)
         writer.write(junk)
-        assert await last_words(reader) == []  # not our protocol: nothing said, connection closed
+        assert await last_words(reader, greeted=False) == []  # not our protocol: nothing said, closed
         writer.close()
     await still_serves(server)
 
@@ -208,7 +212,43 @@ async def test_a_stalled_same_host_reader_is_cut_off(tmp_path):
             await rt.bus.publish("flood", big, timeout=5)
         await until(lambda: "sloth" not in server.by_agent, timeout=5)
         assert await rt.bus.publish("flood", big) == 0  # its subscription is gone: publishers are free
+        await until(lambda: not server.local._streams, timeout=5)  # the server let go of the socket too
+        ended = None
+        try:
+            async with asyncio.timeout(5):
+                while (msg := await sloth.read()) is not None:
+                    ended = msg
+        except ConnectionError:
+            ended = "reset"  # dropped with unread bytes in flight
+        assert ended == "reset" or ended.err.code == "RESOURCE_EXHAUSTED", ended
         sloth.cancel()
+
+
+async def test_a_forwarder_waiting_for_room_keeps_its_place_in_line(tmp_path):
+    """An event the forwarder holds while the stream is full is not overtaken by a later one
+    that finds room first (the publisher's shortcut stands back while the forwarder waits)."""
+    async with Loom(workspace=tmp_path, native_tools=()) as rt:
+        server = await rt.start_bridge(port=0, stream_queue=4, stall_timeout=10)
+        server.register(
+            bridge_pb2.AgentRegisterRequest(agent_id="queue", subscribed_topics=["line"], metadata={"batch": "1"})
+        )
+        client = await raw(server, "queue")
+        conn = server.by_agent["queue"]
+        n = 0
+        while not conn._holding:  # fill the socket, then the stream's queue, until the forwarder waits
+            await rt.bus.publish("line", loom.Event("n", str(n).encode() + b"." * 60_000))
+            n += 1
+            await asyncio.sleep(0)
+        taken = conn.outbound.get_nowait()  # room appears; the forwarder has not run yet
+        await rt.bus.publish("line", loom.Event("n", str(n).encode() + b"." * 60_000))
+        got = []
+        while len(got) < n:  # everything but the one taken out by hand
+            msg = await next_of(client, timeout=5)
+            items = msg.delivery_batch.items if msg.WhichOneof("msg") == "delivery_batch" else [msg.delivery]
+            got += [int(d.event.payload.split(b".")[0]) for d in items]
+        assert got == sorted(got), got
+        assert int(taken.event.payload.split(b".")[0]) not in got
+        await client.aclose()
 
 
 async def test_stop_releases_the_same_host_port(tmp_path):
@@ -260,7 +300,7 @@ def test_the_same_host_stream_is_loopback_only():
 
 async def test_an_advertised_address_off_this_host_is_never_dialled():
     with pytest.raises(ValueError, match="not a loopback"):
-        await open_local_stream("10.9.9.9:5000", None, 1024, 1)
+        await open_local_stream({"local_stream": "10.9.9.9:5000", "local_stream_id": "x"}, None, 1024, 1)
 
 
 # -- the SDK's choice ----------------------------------------------------------------------
@@ -296,5 +336,87 @@ async def test_the_sdk_falls_back_to_grpc_when_the_same_host_stream_is_unreachab
     try:
         assert agent._transport.stream_kind == "grpc"
         assert await rt.bus.publish("s.in", loom.Event("n", b"")) == 1
+    finally:
+        await agent.stop()
+
+
+async def test_a_stranger_on_the_advertised_port_never_gets_the_token(tmp_path):
+    """A port-forward or another program on the advertised port: the SDK checks the greeting
+    before it says anything but the preface, and uses gRPC's stream instead (no reconnect storm)."""
+    heard: list[bytes] = []
+
+    async def silent(reader, writer):
+        heard.append(await reader.read(1 << 16))
+        heard[-1] += await reader.read()  # until the SDK gives up and closes
+        writer.close()
+
+    async def pretender(reader, writer):
+        writer.write(frame(bridge_pb2.StreamHello(server_id="not-the-bridge")))
+        heard.append(await reader.read(1 << 16))
+        heard[-1] += await reader.read()
+        writer.close()
+
+    async with Loom(workspace=tmp_path, native_tools=()) as rt:
+        server = await rt.start_bridge(port=0, token="s3cret")
+        for stranger in (pretender, silent):
+            lurker = await asyncio.start_server(stranger, "127.0.0.1", 0)
+            server.features["local_stream"] = f"127.0.0.1:{lurker.sockets[0].getsockname()[1]}"
+            agent = await Agent("wary", topics=["w.in"], address=f"127.0.0.1:{server.port}", token="s3cret").start()
+            try:
+                assert agent._transport.stream_kind == "grpc"
+                assert await rt.bus.publish("w.in", loom.Event("n", b"")) == 1
+                await asyncio.sleep(0.3)
+                assert agent._transport.reconnects == 0
+            finally:
+                await agent.stop()
+                lurker.close()
+                await lurker.wait_closed()
+        assert heard and all(h == PREFACE for h in heard)  # the preface only: never a token
+
+
+@pytest.mark.parametrize("kind", ["local", "grpc"])
+async def test_bursts_bigger_than_one_message_go_out_in_several_batches(tmp_path, monkeypatch, kind):
+    monkeypatch.setenv("LOOM_BRIDGE_LOCAL", "1" if kind == "local" else "0")
+    got: list[bytes] = []
+
+    async def collect(ctx, topic, event):
+        got.append(event.payload[:8])
+
+    async with Loom(workspace=tmp_path, native_tools=()) as rt:
+        server = await rt.start_bridge(port=0)
+        address = f"127.0.0.1:{server.port}"
+        remote = await Agent("sink", topics=["down"], on_event=collect, address=address).start()
+        here = rt.bus.subscribe("up", maxsize=1000)
+        try:
+            assert remote._transport.stream_kind == kind
+            blob = b"." * 50_000  # 200 of them are 10 MB: more than one 4 MB message either way
+            for i in range(200):
+                await remote.emit("up", f"{i:08d}".encode() + blob)
+            ups = [(await asyncio.wait_for(here.get(), 10)).event.payload[:8] for _ in range(200)]
+            assert ups == [f"{i:08d}".encode() for i in range(200)]
+            for i in range(200):
+                await rt.bus.publish("down", loom.Event("n", f"{i:08d}".encode() + blob))
+            await until(lambda: len(got) == 200, timeout=10)
+            assert got == [f"{i:08d}".encode() for i in range(200)]
+            assert remote._transport.reconnects == 0
+            with pytest.raises(loom.LoomError, match="over the bridge's message limit"):
+                await remote.emit("up", b"x" * (5 << 20))  # one event too big: refused here, stream unharmed
+            await remote.emit("up", b"after")
+            assert (await asyncio.wait_for(here.get(), 5)).event.payload == b"after"
+        finally:
+            await remote.stop()
+
+
+async def test_a_reconnect_leaves_one_writer_behind(local):
+    _, server = local
+    agent = await Agent("phoenix", topics=["p.in"], address=f"127.0.0.1:{server.port}").start()
+    try:
+        for n in (1, 2, 3):
+            server.by_agent["phoenix"].close("test: drop the stream")
+            await until(
+                lambda n=n: agent._transport.reconnects == n and agent._transport.connected.is_set(), timeout=10
+            )
+        writers = [t for t in asyncio.all_tasks() if t.get_name().startswith("loom.bridge.client.write:phoenix")]
+        assert len(writers) == 1
     finally:
         await agent.stop()

@@ -20,7 +20,7 @@ from loom._supervisor import Supervisor
 from loom.agents.state import AgentState
 from loom.bridge._grpc import grpc
 from loom.bridge._pb.loom.v1 import action_pb2, bridge_pb2, bridge_pb2_grpc
-from loom.bridge.batching import NOTHING, Batcher
+from loom.bridge.batching import write_queue
 from loom.bridge.local import is_loopback, open_local_stream
 from loom.bridge.remote import answer_action_call, capability_descriptors, tool_error_from
 from loom.collab.collaborator import Collaborator
@@ -71,6 +71,7 @@ class BridgeTransport:
         self._stub: Any = None
         self._outbound: asyncio.Queue[Any] | None = None
         self._stream: Any = None  # the live EventStream call
+        self._writer: asyncio.Task[None] | None = None
         self._wlock = asyncio.Lock()  # one write at a time on the stream (the writer or a direct publish)
         self._mailbox: asyncio.Queue[tuple[str, Event]] = asyncio.Queue(maxsize=1000)
         self.pending: dict[str, Any] = {}  # correlation id -> collector.offer
@@ -110,6 +111,8 @@ class BridgeTransport:
         if queue is None or stream is None:
             raise BrokenError("not connected to the bridge")
         msg = bridge_pb2.Publish(topic=topic, event=event.to_proto())
+        if msg.ByteSize() > self.max_message_bytes - 1024:
+            raise LoomError(f"event {event.id} is {msg.ByteSize()} bytes: over the bridge's message limit")
         if envelope is not None and envelope.correlation_id and not self._wlock.locked() and queue.empty():
             # A request or a reply (someone awaits it) on an idle stream: written here and now, not
             # one task hop later by the writer. Plain emits keep to the queue, where they batch.
@@ -190,9 +193,13 @@ class BridgeTransport:
         self._batch = reply.features.get("batch") == "1"  # an upstream server never advertises it
         self._outbound = asyncio.Queue(maxsize=1024)
         self._outbound.put_nowait(bridge_pb2.ClientEvent(ack=bridge_pb2.Ack(message_id=agent.agent_id)))  # Ack first
-        call = await self._open_stream(reply.features.get("local_stream"))
+        call = await self._open_stream(reply.features)
         self._stream = call
-        self._supervisor.spawn(self._write(call, self._outbound), name=f"loom.bridge.client.write:{agent.agent_id}")
+        if self._writer is not None:
+            self._writer.cancel()  # the writer of a stream that broke
+        self._writer = self._supervisor.spawn(
+            self._write(call, self._outbound), name=f"loom.bridge.client.write:{agent.agent_id}"
+        )
         for pattern in self._listeners:  # a reconnect: primitives still listening (registration has the rest)
             self._send(bridge_pb2.ClientEvent(subscribe=bridge_pb2.Subscription(topic=pattern)))
         # Ready when the server has processed the Ack (its subscriptions exist): a ping's pong says so.
@@ -207,11 +214,14 @@ class BridgeTransport:
             raise BrokenError(f"the bridge at {self.address} did not answer on the stream") from None
         self.connected.set()
 
-    async def _open_stream(self, local: str | None) -> Any:
+    async def _open_stream(self, features: Mapping[str, str]) -> Any:
         """The bridge's same-host stream when it offers one and we reach it on loopback, else gRPC's."""
+        local = features.get("local_stream")
         if local and self.local_stream and is_loopback(self.address.rpartition(":")[0]):
             try:
-                stream = await open_local_stream(local, self.token, self.max_message_bytes, self.connect_timeout)
+                stream = await open_local_stream(
+                    features, self.token, self.max_message_bytes, min(self.connect_timeout, 3)
+                )
             except (OSError, TimeoutError, ValueError) as exc:
                 log.info("the bridge's same-host stream at %s is not usable (%s): using gRPC", local, exc)
             else:
@@ -224,8 +234,7 @@ class BridgeTransport:
         """The stream's writer: client messages in order; publishes already waiting go out as one
         PublishBatch when the server takes batches. Ends at ``None`` or when the stream breaks
         (the reader sees that and reconnects)."""
-        Publish, ClientEvent, PublishBatch = bridge_pb2.Publish, bridge_pb2.ClientEvent, bridge_pb2.PublishBatch  # noqa: N806
-        batcher = Batcher(Publish)
+        ClientEvent, PublishBatch = bridge_pb2.ClientEvent, bridge_pb2.PublishBatch  # noqa: N806
         lock = self._wlock
 
         async def write(msg: Any) -> None:
@@ -233,29 +242,19 @@ class BridgeTransport:
                 await call.write(msg)
 
         try:
-            while True:
-                msg = await queue.get()
-                if msg is None:
-                    break
-                if type(msg) is not Publish:
-                    await write(msg)
-                    continue
-                if not self._batch:
-                    await write(ClientEvent(publish=msg))
-                    continue
-                items, after = batcher.gather(queue, msg)
-                await write(
-                    ClientEvent(publish=msg)
-                    if len(items) == 1
-                    else ClientEvent(publish_batch=PublishBatch(items=items))
-                )
-                if after is None:  # the end of the stream was queued behind the run
-                    break
-                if after is not NOTHING:
-                    await write(after)
+            await write_queue(
+                queue,
+                write,
+                end=None,
+                kind=bridge_pb2.Publish,
+                one=lambda p: ClientEvent(publish=p),
+                many=(lambda items: ClientEvent(publish_batch=PublishBatch(items=items))) if self._batch else None,
+                max_bytes=self.max_message_bytes,
+            )
             await call.done_writing()
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError, ConnectionError) as exc:
-            log.debug("bridge stream closed for writing: %r", exc)
+            log.info("bridge stream closed for writing: %r", exc)
+            call.cancel()  # the reader sees the end and reconnects
 
     def _send(self, msg: Any) -> None:
         if self._outbound is None:
@@ -291,8 +290,10 @@ class BridgeTransport:
             log.info("bridge stream ended: %s", exc)
         finally:
             call.cancel()  # a same-host stream's server half is gone: later writes must fail, not vanish
-            self.connected.clear()
-            if not self._stopping:
+            live = call is self._stream and self.connected.is_set()  # one that failed in _connect: its caller retries
+            if call is self._stream:
+                self.connected.clear()
+            if live and not self._stopping:
                 self._supervisor.spawn(self._reconnect(), name="loom.bridge.client.reconnect")
 
     async def _on_delivery(self, d: Any) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from loom.bridge._pb.loom.v1 import bridge_pb2
-from loom.bridge.batching import NOTHING, Batcher
+from loom.bridge.batching import write_queue
 from loom.errors import InvalidTopic, LoomError, SubscriptionClosed
 from loom.events.event import Event
 from loom.events.qos import QoS
@@ -65,6 +65,9 @@ class Connection:
         self.write_now: Callable[[Any], bool] | None = None
         self._idle = False  # the writer waits on an empty queue
         self._turn_used = False
+        self._holding: set[str] = set()  # patterns whose forwarder waits for room with an event in hand
+        self._writer: asyncio.Task[Any] | None = None
+        self._cut = False  # the writer was cancelled because the client stopped reading
 
     # -- subscriptions -------------------------------------------------------------------
     def subscribe(self, pattern: str) -> None:
@@ -77,7 +80,7 @@ class Connection:
         def direct(item: Any) -> bool:
             # The common case, synchronously in the publisher: room in the stream and nothing of this
             # subscription waiting ahead -> straight into the stream's queue (no forwarder task hop).
-            if sub is None or sub.qsize() or outbound.full() or self.closed.is_set():
+            if sub is None or sub.qsize() or pattern in self._holding or outbound.full() or self.closed.is_set():
                 return False  # the forwarder takes it, in order, with the QoS and stall rules
             d = _delivery(pattern, item.topic, item.event)
             if not self._write_direct(d):
@@ -108,12 +111,15 @@ class Connection:
             async for topic, event in sub:
                 msg = _delivery(pattern, topic, event)
                 if self.outbound.full():
+                    self._holding.add(pattern)  # later events of this pattern queue behind this one
                     try:
                         async with asyncio.timeout(stall):
                             await put(msg)
                     except TimeoutError:
                         self.close(f"client stalled: no room in its stream for {stall:g}s", "RESOURCE_EXHAUSTED")
                         return
+                    finally:
+                        self._holding.discard(pattern)
                 else:
                     self.outbound.put_nowait(msg)
                 self.delivered += 1
@@ -207,6 +213,10 @@ class Connection:
                 self.outbound.get_nowait()
         for pattern in list(self.subscriptions):
             self.unsubscribe(pattern)
+        writer = self._writer
+        if code and writer is not None and not self._idle and writer is not asyncio.current_task():
+            self._cut = True  # the writer is stuck on a client that does not read: stop it there
+            writer.cancel()
         for call_id, fut in list(self.pending.items()):
             if not fut.done():
                 fut.set_exception(ConnectionError(f"agent {self.agent_id!r} disconnected ({reason})"))
@@ -216,36 +226,29 @@ class Connection:
 
     async def write_all(self, write: Any) -> None:
         """The stream's writer: send queued messages in order until closed; consecutive deliveries
-        already waiting go out as one DeliveryBatch when the client takes batches."""
-        queue, Delivery = self.outbound, bridge_pb2.Delivery  # noqa: N806
+        already waiting go out as one DeliveryBatch when the client takes batches. Returns when the
+        stream is closed, also when that happened while a write was stuck on a client that does not
+        read (a stall: the write is abandoned)."""
         ServerEvent, DeliveryBatch = bridge_pb2.ServerEvent, bridge_pb2.DeliveryBatch  # noqa: N806
-        batcher = Batcher(Delivery)
-        while True:
-            if queue.empty():
-                self._idle = True
-                try:
-                    item = await queue.get()
-                finally:
-                    self._idle = False
-            else:
-                item = queue.get_nowait()
-            if item is CLOSE:
-                return
-            if type(item) is not Delivery:
-                await write(item)
-                continue
-            if not self.batch:
-                await write(ServerEvent(delivery=item))
-                continue
-            items, after = batcher.gather(queue, item)
-            batched = len(items) > 1
-            await write(
-                ServerEvent(delivery_batch=DeliveryBatch(items=items)) if batched else ServerEvent(delivery=item)
+        self._writer = asyncio.current_task()
+        try:
+            await write_queue(
+                self.outbound,
+                write,
+                end=CLOSE,
+                kind=bridge_pb2.Delivery,
+                one=lambda d: ServerEvent(delivery=d),
+                many=(lambda items: ServerEvent(delivery_batch=DeliveryBatch(items=items))) if self.batch else None,
+                max_bytes=self.server.max_message_bytes,
+                idle=self._set_idle,
             )
-            if after is CLOSE:
-                return
-            if after is not NOTHING:
-                await write(after)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not self._cut or task is None or task.uncancel() > 0:  # not (only) our own cancel
+                raise
+
+    def _set_idle(self, idle: bool) -> None:
+        self._idle = idle
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} {self.agent_id} {len(self.subscriptions)} subscriptions>"

@@ -126,14 +126,15 @@ class FrameStream:
             self._transport.write_eof()
 
     def cancel(self) -> None:
-        """Close the connection now (idempotent)."""
-        self._transport.close()
+        """Drop the connection now, unsent bytes included (idempotent)."""
+        self._transport.abort()
 
     async def aclose(self, timeout: float = 1.0) -> None:
-        """Close and wait (briefly) until the socket is released."""
+        """Close after what is buffered has gone out; a peer that does not read it within
+        ``timeout`` seconds is dropped."""
         self._transport.close()
         try:
             async with asyncio.timeout(timeout):
                 await self._writer.wait_closed()
         except (TimeoutError, ConnectionError):
-            pass
+            self._transport.abort()

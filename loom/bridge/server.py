@@ -122,6 +122,7 @@ class BridgeServer:
             try:
                 await self.local.start()
                 self.features["local_stream"] = self.local.address
+                self.features["local_stream_id"] = self.local.server_id
             except OSError as exc:  # gRPC alone still serves everyone
                 log.warning("no same-host stream (%s); agents on this host use gRPC", exc)
                 self.local = None
@@ -134,6 +135,7 @@ class BridgeServer:
         for conn in list(self.connections.values()):
             conn.close("bridge stopped")
         self.features.pop("local_stream", None)
+        self.features.pop("local_stream_id", None)
         if self.local is not None:
             await self.local.stop()
         if server is not None:

@@ -141,7 +141,9 @@ class HeartbeatResponse(_message.Message):
     def __init__(self, timestamp_ms: _Optional[int] = ..., status: _Optional[str] = ...) -> None: ...
 
 class StreamHello(_message.Message):
-    __slots__ = ("token",)
+    __slots__ = ("token", "server_id")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
     token: str
-    def __init__(self, token: _Optional[str] = ...) -> None: ...
+    server_id: str
+    def __init__(self, token: _Optional[str] = ..., server_id: _Optional[str] = ...) -> None: ...
