@@ -39,21 +39,29 @@ class _Echo:
             yield bridge_pb2.ServerEvent(pong=bridge_pb2.HeartbeatResponse(timestamp_ms=m.ping.timestamp_ms))
 
 
+async def ping_pong(stream: Any, n: int) -> dict:
+    """Sequential ping → pong round trips on a stream with ``write`` and ``read`` (200 warm-up)."""
+    from loom.bridge._pb.loom.v1 import bridge_pb2
+
+    lat = []
+    for i in range(200 + n):
+        t0 = time.perf_counter_ns()
+        await stream.write(bridge_pb2.ClientEvent(ping=bridge_pb2.HeartbeatRequest(timestamp_ms=i)))
+        await stream.read()
+        if i >= 200:
+            lat.append(time.perf_counter_ns() - t0)
+    return latency_summary(lat)
+
+
 async def floor_client(address: str, n: int) -> dict:
     from loom.bridge._grpc import grpc
-    from loom.bridge._pb.loom.v1 import bridge_pb2, bridge_pb2_grpc
+    from loom.bridge._pb.loom.v1 import bridge_pb2_grpc
 
     async with grpc.aio.insecure_channel(address) as ch:
         call = bridge_pb2_grpc.BridgeStub(ch).EventStream()
-        lat = []
-        for i in range(200 + n):
-            t0 = time.perf_counter_ns()
-            await call.write(bridge_pb2.ClientEvent(ping=bridge_pb2.HeartbeatRequest(timestamp_ms=i)))
-            await call.read()
-            if i >= 200:
-                lat.append(time.perf_counter_ns() - t0)
+        result = await ping_pong(call, n)
         await call.done_writing()
-    return latency_summary(lat)
+    return result
 
 
 async def frame_floor_client(address: str, n: int) -> dict:
@@ -63,15 +71,9 @@ async def frame_floor_client(address: str, n: int) -> dict:
     host, port = address.rsplit(":", 1)
     reader, writer = await asyncio.open_connection(host, int(port))
     stream = FrameStream(reader, writer, bridge_pb2.ServerEvent, 1 << 22)
-    lat = []
-    for i in range(200 + n):
-        t0 = time.perf_counter_ns()
-        await stream.write(bridge_pb2.ClientEvent(ping=bridge_pb2.HeartbeatRequest(timestamp_ms=i)))
-        await stream.read()
-        if i >= 200:
-            lat.append(time.perf_counter_ns() - t0)
+    result = await ping_pong(stream, n)
     await stream.aclose()
-    return latency_summary(lat)
+    return result
 
 
 async def role(name: str, address: str, n: int) -> None:

@@ -316,8 +316,6 @@ class BridgeTransport:
         while not self._stopping:
             await asyncio.sleep(delay)
             try:
-                if self._stream is not None:
-                    self._stream.cancel()  # a same-host stream's socket; a gRPC call goes with its channel
                 if self._channel is not None:
                     await self._channel.close()
                 await self._connect()

@@ -89,32 +89,37 @@ class FrameStream:
             FrameError: the message is over the size limit, or the stream is closed.
             ConnectionError: the connection was lost.
         """
-        data = msg.SerializeToString()
-        if len(data) > self.max_bytes:
+        frame = self._frame(msg)
+        if frame is None:
             raise FrameError(
-                f"a {len(data)}-byte message is over the {self.max_bytes}-byte limit", "RESOURCE_EXHAUSTED"
+                f"a {msg.ByteSize()}-byte message is over the {self.max_bytes}-byte limit", "RESOURCE_EXHAUSTED"
             )
         if self._transport.is_closing():
             raise FrameError("the stream is closed")
-        self._transport.write(_HEADER.pack(len(data)) + data)
+        self._transport.write(frame)
         await self._drain()
+
+    def _frame(self, msg: Any) -> bytes | None:
+        """``msg`` as one frame, or None when it is over the size limit."""
+        data = msg.SerializeToString()
+        return None if len(data) > self.max_bytes else _HEADER.pack(len(data)) + data
 
     def try_write(self, msg: Any) -> bool:
         """Send one message if that needs no waiting (the socket buffer has room); False otherwise."""
         t = self._transport
         if t.is_closing() or t.get_write_buffer_size() >= self._high:
             return False
-        data = msg.SerializeToString()
-        if len(data) > self.max_bytes:
+        frame = self._frame(msg)
+        if frame is None:
             return False  # the writer task raises for it
-        t.write(_HEADER.pack(len(data)) + data)
+        t.write(frame)
         return True
 
     def write_nowait(self, msg: Any) -> None:
         """Best effort, never waits: a last word (an error) before the stream is closed."""
-        data = msg.SerializeToString()
-        if len(data) <= self.max_bytes and not self._transport.is_closing():
-            self._transport.write(_HEADER.pack(len(data)) + data)
+        frame = self._frame(msg)
+        if frame is not None and not self._transport.is_closing():
+            self._transport.write(frame)
 
     def write_raw(self, data: bytes) -> None:
         """Bytes as they are (the preface)."""

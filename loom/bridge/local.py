@@ -113,9 +113,7 @@ class LocalStreamServer:
             await b.run_stream(conn, stream, stream.write)
             if conn.close_code:  # the server ended it for a fault: say which
                 stream.write_nowait(_error(conn.close_code, conn.close_reason))
-        except StreamRefused as exc:
-            stream.write_nowait(_error(exc.code, str(exc)))
-        except FrameError as exc:
+        except (StreamRefused, FrameError) as exc:
             stream.write_nowait(_error(exc.code, str(exc)))
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             log.debug("same-host stream from %s ended: %r", stream.peer, exc)
