@@ -11,10 +11,11 @@ PYTEST_ARGS ?=
 
 .PHONY: lab demo test lint bench proto venv sysdeps clean
 
-# System packages the tests need (Debian): a real browser for the widget test. Installed only
-# when missing; `apt-get update` first, as a fresh machine's package lists may be empty.
-SYSDEPS_BIN := chromium npm
-SYSDEPS_PKG := chromium fonts-dejavu-core nodejs npm
+# System packages the tests need (Debian), one rule per command: a command that is missing gets
+# only its own packages. `apt-get update` first (a fresh machine's lists may be empty). Node.js
+# from NodeSource carries its own npm and conflicts with Debian's `npm` package, so `nodejs npm`
+# are asked for only when `node` or `npm` is missing. Format: cmd[,cmd...]=package[,package...]
+SYSDEPS := chromium=chromium,fonts-dejavu-core node,npm=nodejs,npm bwrap=bubblewrap
 # Real MCP servers from npm for the tests (Python ones come with the dev extra).
 PEERS := $(VENV)/mcp-peers
 PEERS_STAMP := $(PEERS)/.installed
@@ -31,11 +32,15 @@ $(STAMP): pyproject.toml | $(PY)
 venv: $(STAMP)
 
 sysdeps:
-	@missing=""; for b in $(SYSDEPS_BIN); do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
-	if [ -n "$$missing" ]; then \
-		echo "installing system packages ($(SYSDEPS_PKG)) for:$$missing"; \
+	@pkgs=""; for rule in $(SYSDEPS); do \
+		for cmd in $$(echo "$${rule%%=*}" | tr , ' '); do \
+			if ! command -v $$cmd >/dev/null; then pkgs="$$pkgs $$(echo "$${rule#*=}" | tr , ' ')"; break; fi; \
+		done; \
+	done; \
+	if [ -n "$$pkgs" ]; then \
+		echo "installing missing system packages:$$pkgs"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $(SYSDEPS_PKG); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$pkgs; \
 	fi
 
 $(PEERS_STAMP): tests/peers/package.json | $(PY) sysdeps

@@ -99,3 +99,36 @@ def _descriptor_of(source: str) -> bytes:
     start = source.index("AddSerializedFile(") + len("AddSerializedFile(")
     end = source.index(")\n", start)
     return ast.literal_eval(source[start:end])  # the bytes literal protoc wrote
+
+
+def test_every_package_the_library_imports_is_declared():
+    """A package that only arrives through another one can vanish with its next release."""
+    import importlib.metadata as md
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = set()
+    for req in [*project["dependencies"], *sum(project["optional-dependencies"].values(), [])]:
+        declared.add(re.split(r"[<>=!\[;~ ]", req, maxsplit=1)[0].lower().replace("_", "-"))
+    owners = md.packages_distributions()
+    missing = {}
+    for path in (ROOT / "loom").rglob("*.py"):
+        if "_pb" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                else []
+            )
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top in ("loom", "__future__"):
+                    continue
+                dists = {d.lower().replace("_", "-") for d in owners.get(top, [top])}
+                if not dists & declared:
+                    missing.setdefault(top, set()).add(path.relative_to(ROOT).as_posix())
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"
