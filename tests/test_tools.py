@@ -265,14 +265,21 @@ async def test_shell_kills_the_process_group_on_timeout(tmp_path):
         t0 = time.monotonic()
         r = await rt.tools.invoke("shell.exec", {"command": "sleep", "args": ["30"]}, timeout=0.3)
         assert r.error.code == "ACTION_TIMEOUT" and time.monotonic() - t0 < 5
-        await asyncio.sleep(0.1)
-        alive = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p) == "sleep\x0030\x00"]
-        assert alive == []
+        # argv[0] is the full path (/usr/bin/sleep); bwrap's own command line ends the same way
+        alive = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p).endswith("sleep\x0030\x00")]
+        assert [p for p in alive if _cwd(p) == str(rt.workspace.root)] == []
 
 
 def _cmdline(pid: str) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""
+
+
+def _cwd(pid: str) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
     except OSError:
         return ""
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from loom.errors import UsageError
 from loom.tools.native.fs import FsListTool, FsReadTool, FsWriteTool
+from loom.tools.native.sandbox import SandboxLimits
 from loom.tools.native.shell import DEFAULT_ALLOWED, ShellTool
 from loom.tools.native.web import WeatherTool, WebSearchTool
 from loom.tools.native.workspace import Workspace
@@ -18,6 +19,7 @@ __all__ = [
     "FsListTool",
     "FsReadTool",
     "FsWriteTool",
+    "SandboxLimits",
     "ShellTool",
     "WeatherTool",
     "WebSearchTool",
@@ -33,14 +35,24 @@ ALL_NATIVE = (*DEFAULT_NATIVE, "fs.write", "fs.list")
 def native_tools(workspace: Workspace, names: Iterable[str] = DEFAULT_NATIVE, **options: Any) -> list[Any]:
     """The native tools ``names``, confined to ``workspace``.
 
-    Options: ``shell_allowed`` (the allow-list), ``weather`` / ``web_search`` (keyword arguments of
+    Options: ``shell_allowed`` (the allow-list), ``shell_sandbox`` (``"bwrap"``, the default, or
+    ``"none"``: argument checks only), ``shell_bwrap`` (the bubblewrap executable),
+    ``shell_writable`` (bind the workspace read-write in the sandbox), ``shell_limits`` (a mapping
+    of :class:`SandboxLimits` fields), ``weather`` / ``web_search`` (keyword arguments of
     :class:`WeatherTool` / :class:`WebSearchTool`, e.g. base URLs).
 
     Raises:
         UsageError: an unknown tool name.
     """
     makers = {
-        "shell.exec": lambda: ShellTool(workspace, allowed=options.get("shell_allowed", DEFAULT_ALLOWED)),
+        "shell.exec": lambda: ShellTool(
+            workspace,
+            allowed=options.get("shell_allowed", DEFAULT_ALLOWED),
+            sandbox=options.get("shell_sandbox"),
+            bwrap=options.get("shell_bwrap"),
+            writable=bool(options.get("shell_writable", False)),
+            limits=options.get("shell_limits"),
+        ),
         "fs.read": lambda: FsReadTool(workspace),
         "fs.write": lambda: FsWriteTool(workspace),
         "fs.list": lambda: FsListTool(workspace),

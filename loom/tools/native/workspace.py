@@ -44,7 +44,7 @@ class Workspace:
             raise ToolError(ErrorCode.INVALID_PARAMS, tool, f"path must be a non-empty string, got {path!r}")
         if "\x00" in path:
             raise ToolError(ErrorCode.PERMISSION_DENIED, tool, "path contains a NUL byte")
-        candidate = Path(path).expanduser() if path.startswith("~") else Path(path)
+        candidate = Path(os.path.expanduser(path))  # unlike Path.expanduser, no error for an unknown ~user
         if not candidate.is_absolute():
             candidate = self.root / candidate
         real = Path(os.path.realpath(candidate))
