@@ -36,6 +36,7 @@ from loom.collab import (
     CollabTimeout,
     ContractNetResult,
     FanoutResult,
+    RequestTimeout,
     Strategy,
     barrier,
     contract_net,
@@ -46,10 +47,15 @@ from loom.errors import (
     BackpressureTimeout,
     BrokenError,
     ClosedError,
+    InvalidEvent,
     InvalidTopic,
     LoomError,
     NoRuntime,
+    NoSubscribers,
+    PayloadError,
     RuntimeStopped,
+    StopFailed,
+    StreamRefused,
     SubscriptionClosed,
     ToolError,
     UsageError,
@@ -76,12 +82,13 @@ from loom.events import (
     validate_pattern,
     validate_topic,
 )
-from loom.runtime import Loom, current, run
+from loom.runtime import Component, Loom, current, run
 from loom.sdk import Agent, Capability, Context, Thread, capability
 from loom.tools import ErrorCode, Tool, ToolRegistry, ToolResult, ToolStatus, tool
 
 __all__ = [
     # runtime
+    "Component",
     "Loom",
     "current",
     "run",
@@ -120,6 +127,7 @@ __all__ = [
     "CollabTimeout",
     "ContractNetResult",
     "FanoutResult",
+    "RequestTimeout",
     "Strategy",
     "barrier",
     "contract_net",
@@ -149,10 +157,15 @@ __all__ = [
     "BackpressureTimeout",
     "BrokenError",
     "ClosedError",
+    "InvalidEvent",
     "InvalidTopic",
     "LoomError",
     "NoRuntime",
+    "NoSubscribers",
+    "PayloadError",
     "RuntimeStopped",
+    "StopFailed",
+    "StreamRefused",
     "SubscriptionClosed",
     "ToolError",
     "UsageError",

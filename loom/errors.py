@@ -14,10 +14,15 @@ __all__ = [
     "BackpressureTimeout",
     "BrokenError",
     "ClosedError",
+    "InvalidEvent",
     "InvalidTopic",
     "LoomError",
     "NoRuntime",
+    "NoSubscribers",
+    "PayloadError",
     "RuntimeStopped",
+    "StopFailed",
+    "StreamRefused",
     "SubscriptionClosed",
     "ToolError",
     "UsageError",
@@ -47,6 +52,15 @@ class InvalidTopic(UsageError):
         super().__init__(f"invalid topic {topic!r}: {reason}")
 
 
+class InvalidEvent(UsageError):
+    """An :class:`~loom.events.event.Event` field breaks its rules (empty type, priority outside
+    0..100, confidence outside 0..1, NaN). The message names the field."""
+
+
+class PayloadError(LoomError, ValueError):
+    """An event's payload is not what it was read as (not JSON for ``.json()``, not UTF-8 for ``.text()``)."""
+
+
 class NoRuntime(LoomError, RuntimeError):
     """No running :class:`loom.Loom` in this process (start one, or pass ``runtime=``)."""
 
@@ -74,8 +88,39 @@ class RuntimeStopped(ClosedError):
     """The runtime stopped (or is stopping) while the operation was pending or requested."""
 
 
+class StopFailed(LoomError, ExceptionGroup):  # noqa: N818 - reads as what happened
+    """Closing some parts of the runtime raised; every other part was still closed.
+
+    ``exceptions`` holds each error, in the order the parts were closed.
+    """
+
+    def derive(self, excs):  # type: ignore[no-untyped-def, override]
+        return StopFailed(self.message, excs)
+
+
 class BrokenError(LoomError):
     """The peer went away (a bridge client, an MCP server, a subprocess)."""
+
+
+class StreamRefused(BrokenError):
+    """The bridge refused a stream's opening; ``code`` is the gRPC status name it answered with."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class NoSubscribers(LoomError):
+    """A request went to a topic nothing subscribes to, so no reply can come (raised at once
+    instead of waiting for the timeout).
+
+    Attributes:
+        topic: the topic of the request.
+    """
+
+    def __init__(self, topic: str, detail: str = "") -> None:
+        self.topic = topic
+        super().__init__(f"nothing subscribes to {topic!r}: no reply can come{detail}")
 
 
 class WouldBlock(LoomError):

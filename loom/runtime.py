@@ -1,40 +1,51 @@
 """Loom: the composition root.
 
-A :class:`Loom` owns the event bus (and, as later parts land, agents, tools, the bridge and
-telemetry) and every task they start. It runs on whatever loop is running: ``asyncio.run``'s in
-a script (see :func:`run`), the kernel's own loop in a notebook. Library code never starts or
-nests a loop.
+A :class:`Loom` builds its parts, gives each the narrow things it needs (the bus, the tool
+registry, the directory, a spawn function), starts them in order and closes them in reverse, and
+owns every task they start. It runs on whatever loop is running: ``asyncio.run``'s in a script
+(see :func:`run`), the kernel's own loop in a notebook. Library code never starts or nests a loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from loom._supervisor import Supervisor
-from loom.agents.directory import CapabilityDirectory
+from loom.agents.directory import AgentDirectory, CapabilityDirectory
+from loom.agents.link import LocalLink
 from loom.agents.runtime import AgentRuntime
 from loom.agents.state import SQLiteStateStore, StateStore
-from loom.errors import NoRuntime, UsageError
+from loom.errors import NoRuntime, StopFailed, UsageError
 from loom.events.bus import EventBus
 from loom.tools.mcp import McpManager, parse_mcp_config
 from loom.tools.native import DEFAULT_NATIVE, Workspace
 from loom.tools.native import native_tools as make_native_tools
 from loom.tools.registry import ToolRegistry
 
-__all__ = ["Loom", "current", "run"]
+__all__ = ["Component", "Loom", "current", "run"]
 
 log = logging.getLogger("loom")
 T = TypeVar("T")
 
 _running: list[Loom] = []  # runtimes started in this process, most recent last
 _detached: set[asyncio.Task[Any]] = set()  # tasks made by run() inside a running loop
+
+
+class Component(Protocol):
+    """A part the runtime starts and stops (see :meth:`Loom.add_component`); an ``async start()``
+    is optional."""
+
+    name: str
+
+    async def aclose(self) -> None:
+        """Release everything the part holds. Must not raise for a part that never started."""
+        ...
 
 
 class Loom:
@@ -61,6 +72,8 @@ class Loom:
         capabilities: the :class:`CapabilityDirectory` (name:version → descriptor), a snapshot of
             ``tools`` kept current.
         tools: the :class:`ToolRegistry` every tool invocation goes through.
+        mcp: the :class:`~loom.tools.mcp.McpManager` (``await rt.mcp.add("time", command=...)``).
+        bridge: the :class:`~loom.bridge.server.BridgeServer` once :meth:`start_bridge` ran, else ``None``.
     """
 
     def __init__(
@@ -77,26 +90,57 @@ class Loom:
         if not isinstance(name, str) or not name:
             raise UsageError(f"Loom name must be a non-empty str, got {name!r}")
         self.name = name
-        self._supervisor = Supervisor(f"loom[{name}]")
-        self.bus = EventBus(supervisor=self._supervisor, max_topics=max_topics)
         store = SQLiteStateStore(state) if isinstance(state, str | Path) else state
         if store is not None and not isinstance(store, StateStore):
             raise UsageError(f"state must be a path or a StateStore, got {state!r}")
-        self.agents = AgentRuntime(self, store=store)
-        self.directory = self.agents.directory
+        mcp_config = parse_mcp_config(mcp_servers) if mcp_servers is not None else None
+        self._state: Literal["created", "running", "stopping", "stopped"] = "created"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started_at = 0.0
+        self._supervisor = Supervisor(f"loom[{name}]")
+        self._components: list[Any] = []  # in start order; closed in reverse
+        self.bus = self._adopt(EventBus(supervisor=self._supervisor, max_topics=max_topics), "bus")
+        self.tools = self._adopt(ToolRegistry(self.bus, supervisor=self._supervisor), "tools")
         self.capabilities = CapabilityDirectory()
-        self.tools = ToolRegistry(self.bus)
         self.tools.on_change(lambda: self.capabilities.refresh_from(self.tools))
-        self.tools.mcp = McpManager(self)
         self.workspace = Workspace(workspace if workspace is not None else Path.cwd())
         names = DEFAULT_NATIVE if native_tools is None else tuple(native_tools)
         for tool in make_native_tools(self.workspace, names, **(tool_options or {})):
             self.tools.register(tool, provider="native")
-        self._mcp_config = parse_mcp_config(mcp_servers) if mcp_servers is not None else None
+        mcp = McpManager(self.tools, self._supervisor.spawn, mcp_config)
+        self.mcp = self._adopt(mcp, "mcp", mcp.start)
+        self.directory = AgentDirectory()
+        self.link = LocalLink(self.bus, self.tools, self._supervisor)  # where local agents touch the bus
+        self.agents = self._adopt(AgentRuntime(self.link, store=store, directory=self.directory), "agents")
         self.bridge: Any = None  # the BridgeServer, once start_bridge() ran
-        self._state: Literal["created", "running", "stopping", "stopped"] = "created"
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._started_at = 0.0
+
+    def _adopt(self, component: T, name: str, start: Callable[[], Awaitable[Any]] | None = None) -> T:
+        if not callable(getattr(component, "aclose", None)):
+            raise UsageError(f"a component needs an async aclose(), {component!r} has none")
+        self._components.append((name, component, start))
+        return component
+
+    async def add_component(self, component: T, *, name: str | None = None) -> T:
+        """Make ``component`` part of this runtime, after the parts it has: its ``start()`` (if it
+        has one) runs now when the runtime runs, else at :meth:`start`; its ``aclose()`` runs at
+        :meth:`stop`, before the parts added earlier. Returns the component. A component whose
+        start fails is closed and not kept.
+
+        Raises:
+            UsageError: no ``aclose``, or the runtime is stopping or stopped. Whatever its ``start()`` raises.
+        """
+        if self._state in ("stopping", "stopped"):
+            raise UsageError(f"runtime {self.name!r} is {self._state}: it takes no new parts")
+        start = getattr(component, "start", None)
+        self._adopt(component, name or getattr(component, "name", type(component).__name__), start)
+        if self._state == "running" and start is not None:
+            try:
+                await start()
+            except BaseException:
+                self._components = [entry for entry in self._components if entry[1] is not component]
+                await component.aclose()  # type: ignore[attr-defined]
+                raise
+        return component
 
     # -- lifecycle -----------------------------------------------------------------------
     @property
@@ -109,8 +153,8 @@ class Loom:
         return self._state == "running"
 
     async def start(self) -> Loom:
-        """Start on the running loop and become :func:`current`; connect the configured MCP
-        servers (a server that fails is logged and skipped). Idempotent while running.
+        """Start on the running loop and become :func:`current`; start the parts in order (the
+        configured MCP servers connect: one that fails is logged and skipped). Idempotent while running.
 
         Raises:
             UsageError: the runtime was already stopped (create a new one).
@@ -118,18 +162,18 @@ class Loom:
         if self._state == "running":
             return self
         self._begin()
-        await self._load_mcp()
+        try:
+            for _, _, start in list(self._components):
+                if start is not None:
+                    await start()
+        except BaseException:
+            await self.stop()
+            raise
         return self
 
-    async def _load_mcp(self) -> None:
-        if self._mcp_config is not None:
-            await self.tools.mcp.load(self._mcp_config)
-        else:
-            await self.tools.mcp.load_from_env()
-
     def start_nowait(self) -> Loom:
-        """:meth:`start` for synchronous callers on the running loop (e.g. a notebook magic);
-        configured MCP servers connect in the background.
+        """:meth:`start` for synchronous callers on the running loop (e.g. a notebook magic); parts
+        with start-up work (configured MCP servers) start in the background.
 
         Raises:
             UsageError: already stopped. RuntimeError: no running event loop in this thread.
@@ -137,8 +181,8 @@ class Loom:
         if self._state == "running":
             return self
         self._begin()
-        if self._mcp_config or os.environ.get("LOOM_MCP_SERVERS", "").strip():
-            self.spawn(self._load_mcp(), name="loom.tools.mcp.load")
+        if self.mcp.configured:
+            self.spawn(self.mcp.start(), name="loom.mcp.start")
         return self
 
     def _begin(self) -> None:
@@ -150,24 +194,33 @@ class Loom:
         _running.append(self)
 
     async def stop(self) -> None:
-        """Close every subscription, cancel and await every owned task. Idempotent."""
+        """Stop: whatever waits on the runtime fails at once with RuntimeStopped (requests, tool
+        calls), then the parts close in reverse order of start (the bridge, agents with their
+        ``on_shutdown``, MCP servers, tools, the bus), then every owned task is cancelled and
+        awaited. A part that fails to close never keeps the others open. Idempotent.
+
+        Raises:
+            StopFailed: some parts raised while closing (all of them, in closing order).
+        """
         if self._state in ("stopping", "stopped"):
             return
         self._state = "stopping"
         if self in _running:  # no longer current() as soon as stopping begins
             _running.remove(self)
+        errors: list[Exception] = []
         try:
-            if self.bridge is not None:
-                await self.bridge.stop()  # streams closed, port released
-            await self.agents.aclose()  # each agent gets on_shutdown and saves its state
-            await self.tools.aclose()  # MCP servers stopped, HTTP clients closed
-            await self.bus.aclose()
+            self._supervisor.stop_waiters()
+            for name, component, _ in reversed(self._components):
+                try:
+                    await component.aclose()
+                except Exception as exc:  # noqa: BLE001 - collected: the others still close
+                    log.error("closing %s of runtime %s failed", name, self.name, exc_info=exc)
+                    errors.append(exc)
             await self._supervisor.aclose()
-            self.agents.store.close()
         finally:
             self._state = "stopped"
-            if self in _running:
-                _running.remove(self)
+        if errors:
+            raise StopFailed(f"runtime {self.name!r} stopped, but {len(errors)} part(s) failed to close", errors)
 
     async def __aenter__(self) -> Loom:
         return await self.start()
@@ -195,10 +248,28 @@ class Loom:
 
         if self.bridge is not None:
             raise UsageError(f"the bridge already serves on {self.bridge.address}")
-        server = BridgeServer(self, host, port, token=token, force=force, **options)
-        await server.start()
-        self.bridge = server
+        if self._state != "running":
+            raise UsageError(f"runtime {self.name!r} is {self._state}: start it before its bridge")
+        server = BridgeServer(
+            bus=self.bus,
+            tools=self.tools,
+            directory=self.directory,
+            spawn=self._supervisor.spawn,
+            host=host,
+            port=port,
+            token=token,
+            force=force,
+            **options,
+        )
+        self.bridge = await self.add_component(server, name="bridge")
         return server
+
+    async def stop_bridge(self) -> None:
+        """Stop serving the bridge (streams closed, port released); :meth:`start_bridge` may run again."""
+        server, self.bridge = self.bridge, None
+        if server is not None:
+            self._components = [entry for entry in self._components if entry[1] is not server]
+            await server.aclose()
 
     # -- tasks ---------------------------------------------------------------------------
     def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:

@@ -116,7 +116,7 @@ async def test_direct_writes_keep_order_and_a_burst_still_goes_out_batched(local
         bridge_pb2.AgentRegisterRequest(agent_id="fan", subscribed_topics=["burst"], metadata={"batch": "1"})
     )
     s = await raw(server, "fan")
-    conn = server.by_agent["fan"]
+    session = server.by_agent["fan"]
     for round_ in range(3):
         for i in range(50):  # one loop turn: the first is written directly, the rest queue and batch
             await rt.bus.publish("burst", loom.Event("n", f"{round_}:{i}".encode()))
@@ -128,8 +128,8 @@ async def test_direct_writes_keep_order_and_a_burst_still_goes_out_batched(local
             payloads += [d.event.payload.decode() for d in items]
         assert payloads == [f"{round_}:{i}" for i in range(50)]
         assert kinds[0] == "delivery" and "delivery_batch" in kinds
-        await until(lambda: conn._idle)
-    assert conn.delivered == 150
+        await until(lambda: session.stream._idle)
+    assert session.delivered == 150
     await s.aclose()
 
 
@@ -233,13 +233,13 @@ async def test_a_forwarder_waiting_for_room_keeps_its_place_in_line(tmp_path):
             bridge_pb2.AgentRegisterRequest(agent_id="queue", subscribed_topics=["line"], metadata={"batch": "1"})
         )
         client = await raw(server, "queue")
-        conn = server.by_agent["queue"]
+        session = server.by_agent["queue"]
         n = 0
-        while not conn._holding:  # fill the socket, then the stream's queue, until the forwarder waits
+        while not session.holding:  # fill the socket, then the stream's queue, until the forwarder waits
             await rt.bus.publish("line", loom.Event("n", str(n).encode() + b"." * 60_000))
             n += 1
             await asyncio.sleep(0)
-        taken = conn.outbound.get_nowait()  # room appears; the forwarder has not run yet
+        taken = session.outbound.get_nowait()  # room appears; the forwarder has not run yet
         await rt.bus.publish("line", loom.Event("n", str(n).encode() + b"." * 60_000))
         got = []
         while len(got) < n:  # everything but the one taken out by hand

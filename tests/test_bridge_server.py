@@ -119,12 +119,30 @@ async def test_deliveries_carry_the_subscribed_pattern_and_reach_many_streams(br
     sa, sb = Stream(stub, "a"), Stream(stub, "b")
     await sa.ready()
     await sb.ready()
-    assert await rt.bus.publish("market.price.BTC", loom.Event("tick", b"1")) == 3
+    assert await rt.bus.publish("market.price.BTC", loom.Event("tick", b"1")) == 2  # one subscription per agent
     assert (await sa.next("delivery")).delivery.topic == "market.price.*"
     got = {(await sb.next("delivery")).delivery.topic for _ in range(2)}
-    assert got == {"market.price.*", "market.>"}  # one per subscribed pattern, as upstream
+    assert got == {"market.price.*", "market.>"}  # on the wire one per subscribed pattern, as upstream
     sa.close()
     sb.close()
+
+
+async def test_a_client_that_asks_for_it_gets_each_event_once_with_its_concrete_topic(bridged):
+    rt, server, stub = bridged
+    reply = await stub.RegisterAgent(
+        bridge_pb2.AgentRegisterRequest(
+            agent_id="once", subscribed_topics=["market.price.*", "market.>"], metadata={"deliver": "once"}
+        )
+    )
+    assert reply.features["deliver_once"] == "1"
+    s = Stream(stub, "once")
+    await s.ready()
+    await rt.bus.publish("market.price.BTC", loom.Event("tick", b"1"))
+    await rt.bus.publish("market.volume", loom.Event("vol", b"2"))
+    first, second = (await s.next("delivery")).delivery, (await s.next("delivery")).delivery
+    assert (first.topic, first.event.payload) == ("market.price.BTC", b"1")
+    assert (second.topic, second.event.payload) == ("market.volume", b"2")
+    s.close()
 
 
 async def test_inline_ping_gets_a_pong(bridged):

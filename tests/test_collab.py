@@ -9,7 +9,8 @@ import asyncio
 
 import pytest
 
-from loom import Agent, CollabTimeout, Envelope, Event, Strategy, UsageError, collab
+import loom
+from loom import Agent, CollabTimeout, Envelope, Event, NoSubscribers, RequestTimeout, Strategy, UsageError, collab
 
 
 def responder(rt, topic, *, delay=0.0, answer=None, score=None, name=None):
@@ -61,19 +62,37 @@ async def test_request_reply_ignores_uncorrelated_replies(rt):
 
 async def test_request_reply_timeout_returns_none_and_publishes_collab_timeout(rt):
     watch = rt.bus.subscribe("thread.*.reply", types=["collab.timeout"])
+    rt.bus.subscribe("silent.one")  # someone listens, nobody answers
     before = sub_count(rt)
-    assert await collab.request_reply("nobody.home", b"?", timeout=0.05) is None
+    assert await collab.request_reply("silent.one", b"?", timeout=0.05) is None
     assert sub_count(rt) == before
     _, ev = await asyncio.wait_for(watch.get(), 1)
     assert ev.metadata["reason"] == "request_reply_timeout"
-    with pytest.raises(CollabTimeout, match="no reply on 'nobody.home'"):
-        await collab.request_reply("nobody.home", b"?", timeout=0.05, raise_on_timeout=True)
+    with pytest.raises(RequestTimeout, match="no reply on 'silent.one'") as raised:
+        await collab.request_reply("silent.one", b"?", timeout=0.05, raise_on_timeout=True)
+    assert isinstance(raised.value, CollabTimeout) and isinstance(raised.value, loom.LoomError)
     assert sub_count(rt) == before
 
 
-async def test_a_cancelled_request_cleans_up(rt):
+async def test_a_request_to_a_topic_nobody_subscribes_fails_at_once(rt):
     before = sub_count(rt)
-    task = asyncio.create_task(collab.request_reply("nobody.home", b"?", timeout=10))
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(NoSubscribers, match="nobody.home") as raised:
+        await collab.request_reply("nobody.home", b"?", timeout=5)
+    assert asyncio.get_running_loop().time() - started < 0.5  # not the 5 s timeout
+    assert raised.value.topic == "nobody.home" and isinstance(raised.value, loom.LoomError)
+    with pytest.raises(NoSubscribers):  # fan-out: when none of its targets has a subscriber
+        await collab.fanout_fanin(["nobody.home", "nobody.there"], b"?", timeout=5)
+    rt.bus.subscribe("somebody.there")
+    partial = await collab.fanout_fanin(["nobody.home", "somebody.there"], b"?", timeout=0.05)
+    assert partial.missing == ("nobody.home", "somebody.there") and not partial.satisfied
+    assert sub_count(rt) == before + 1
+
+
+async def test_a_cancelled_request_cleans_up(rt):
+    rt.bus.subscribe("silent.one")
+    before = sub_count(rt)
+    task = asyncio.create_task(collab.request_reply("silent.one", b"?", timeout=10))
     await asyncio.sleep(0.01)
     assert sub_count(rt) == before + 1
     task.cancel()

@@ -100,7 +100,12 @@ async def test_request_with_first_k_returns_a_list(rt):
     asker = await Agent("asker").start()
     replies = await asker.ctx.request(None, "pool", b"?", first_k=2, timeout_ms=1000)
     assert isinstance(replies, list) and len(replies) == 2
-    assert await asker.ctx.request(None, "void", b"?", timeout_ms=20) is None
+    rt.bus.subscribe("silent")
+    assert await asker.ctx.request(None, "silent", b"?", timeout_ms=20) is None
+    with pytest.raises(loom.RequestTimeout):
+        await asker.ctx.request(None, "silent", b"?", timeout_ms=20, raise_on_timeout=True)
+    with pytest.raises(loom.NoSubscribers, match="'void'"):  # at once: nothing could ever reply
+        await asker.ctx.request(None, "void", b"?", timeout_ms=5000)
 
 
 async def test_context_collaboration_methods(rt):

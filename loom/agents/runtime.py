@@ -1,51 +1,49 @@
-"""AgentRuntime: agents as actors on the bus.
+"""AgentRuntime: the agents of one runtime, as actors on its bus.
 
-Each agent has one mailbox (a multi-pattern BATCHED subscription, 1000 by default) and one
-task that handles its events one at a time, in order. The runtime applies the envelope rules
-(``next_hop`` before the handler; expired events are dropped and counted), stamps
-``sender = agent.<id>`` on what the agent emits, contains handler errors (logged, counted,
-published on ``agent.<id>.error``) and moves an agent that keeps failing to ``failed``.
+It creates, starts, stops and deletes agents, keeps the :class:`AgentDirectory` current and
+publishes lifecycle events on ``system.agent.<id>``. What an agent does once started (the
+mailbox loop, envelope rules, contained errors, restart policy, pending replies) is its
+:class:`~loom.agents.managed.ManagedAgent` core, the same one a bridged agent runs in its own
+process.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
-import logging
-import time
-import traceback
-import types
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from loom.agents.behavior import Action, AgentBehavior, AgentConfig
+from loom.agents.behavior import AgentBehavior, AgentConfig
 from loom.agents.directory import AgentDirectory, AgentInfo
-from loom.agents.managed import AgentNotFound, AgentStatus, ManagedAgent, RestartPolicy
+from loom.agents.managed import AgentNotFound, ManagedAgent, RestartPolicy
 from loom.agents.state import AgentState, MemoryStateStore, StateStore
-from loom.errors import LoomError, UsageError
-from loom.events.envelope import Envelope, agent_reply_topic, hop_on
+from loom.errors import UsageError
+from loom.events.envelope import Envelope
 from loom.events.event import Event
-from loom.events.qos import Overflow, QoS
+from loom.events.qos import QoS
 from loom.events.topics import validate_pattern, validate_topic
 
 if TYPE_CHECKING:
-    from loom.runtime import Loom
+    from loom.agents.link import Link
 
 __all__ = ["AgentNotFound", "AgentRuntime", "ManagedAgent", "RestartPolicy"]
 
-log = logging.getLogger("loom.agents")
-
 
 class AgentRuntime:
-    """Creates, starts, stops and deletes agents. Owned by :class:`loom.Loom` as ``rt.agents``."""
+    """The agents of one runtime. Owned by :class:`loom.Loom` as ``rt.agents``.
 
-    def __init__(self, loom: Loom, *, store: StateStore | None = None) -> None:
-        self._loom = loom
-        self._bus = loom.bus
+    Args:
+        link: where its agents touch the bus (the runtime's :class:`~loom.agents.link.LocalLink`).
+        store: where persistent agent state lives (memory when omitted).
+        directory: the directory to keep current (a fresh one when omitted).
+    """
+
+    def __init__(self, link: Link, *, store: StateStore | None = None, directory: AgentDirectory | None = None) -> None:
+        self.link = link
         self.store: StateStore = store or MemoryStateStore()
-        self.directory = AgentDirectory()
+        self.directory = directory if directory is not None else AgentDirectory()
         self._agents: dict[str, ManagedAgent] = {}
+        self._announced: dict[str, str] = {}  # agent id -> the status its last lifecycle event told
 
     # -- mapping view --------------------------------------------------------------------
     def __getitem__(self, agent_id: str) -> ManagedAgent:
@@ -86,11 +84,7 @@ class AgentRuntime:
         Raises:
             UsageError: bad id, topics, behavior or options.
         """
-        if not isinstance(agent_id, str) or not agent_id:
-            raise UsageError(f"agent id must be a non-empty str, got {agent_id!r}")
-        validate_topic(f"agent.{agent_id}.replies")  # the id must fit in a topic segment
-        if "." in agent_id:
-            raise UsageError(f"agent id {agent_id!r} must not contain '.' (it is one topic segment)")
+        validate_agent_id(agent_id)
         if not callable(getattr(behavior, "on_event", None)):
             raise UsageError(f"behavior for {agent_id!r} has no on_event method: {behavior!r}")
         topics = tuple(dict.fromkeys(topics))
@@ -107,16 +101,19 @@ class AgentRuntime:
             capabilities=tuple(capabilities),
             parameters=dict(parameters or {}),
         )
-        state = AgentState(agent_id, self.store.load(agent_id))
         agent = ManagedAgent(
             config,
             behavior,
-            state,
+            AgentState(agent_id, self.store.load(agent_id)),
+            link=self.link,
+            store=self.store,
             mailbox_size=mailbox_size,
             mailbox_qos=QoS(mailbox_qos),
-            restart=restart or RestartPolicy(),
+            restart=restart,
+            on_change=self._changed,
         )
         self._agents[agent_id] = agent
+        self._announced[agent_id] = agent.status
         self.directory.register(
             AgentInfo(agent_id=agent_id, topics=tuple(agent.topics), capabilities=config.capabilities)
         )
@@ -134,29 +131,7 @@ class AgentRuntime:
             AgentNotFound: unknown id.
         """
         agent = self[agent_id]
-        if agent.status == "running":
-            return agent
-        agent.mailbox = self._bus.subscribe(
-            agent.topics,
-            qos=agent.mailbox_qos,
-            maxsize=agent.mailbox_size,
-            overflow=Overflow.DROP_NEWEST,
-            intercept=agent._intercept,
-            name=f"agent.{agent_id}",
-        )
-        agent.status = "running"
-        agent._failures.clear()
-        try:  # start means ready: on_init has run when start() returns (events meanwhile are queued)
-            on_init = getattr(agent.behavior, "on_init", None)
-            if on_init is not None:
-                await _maybe_await(on_init(agent.config))
-        except Exception as exc:  # noqa: BLE001 - on_init is user code: contained, reported
-            self._record_failure(agent, "", None, exc, fatal=True)
-            await self._halt(agent, "failed")
-            return agent
-        agent.task = self._loom.spawn(self._run(agent), name=f"loom.agents.run:{agent_id}")
-        self.directory.update(agent_id, status="active")
-        self._notify("agent.started", agent)
+        await agent.start()
         return agent
 
     async def stop(self, agent_id: str) -> ManagedAgent:
@@ -166,9 +141,7 @@ class AgentRuntime:
             AgentNotFound: unknown id.
         """
         agent = self[agent_id]
-        if agent.status != "running":
-            return agent
-        await self._halt(agent, "stopped")
+        await agent.halt("stopped")
         return agent
 
     async def delete(self, agent_id: str) -> None:
@@ -177,38 +150,29 @@ class AgentRuntime:
         Raises:
             AgentNotFound: unknown id.
         """
-        agent = self[agent_id]
-        await self.stop(agent_id)
+        agent = await self.stop(agent_id)
         del self._agents[agent_id]
+        self._announced.pop(agent_id, None)
         self.directory.unregister(agent_id)
         self._notify("agent.deleted", agent)
 
     async def aclose(self) -> None:
-        """Stop every agent (each gets ``on_shutdown``)."""
+        """Stop every agent (each gets ``on_shutdown``), then close the state store."""
         for agent in list(self._agents.values()):
-            if agent.status == "running":
-                await self._halt(agent, "stopped")
+            await agent.halt("stopped")
+        self.store.close()
 
-    async def _halt(self, agent: ManagedAgent, status: AgentStatus) -> None:
-        agent.status = status
-        if agent.mailbox is not None:
-            agent.mailbox.close()
-        task, agent.task = agent.task, None
-        if task is not None and task is not asyncio.current_task() and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        for waiter in list(agent.pending):
-            agent.forget_pending(waiter)
-        try:
-            on_shutdown = getattr(agent.behavior, "on_shutdown", None)
-            if on_shutdown is not None:
-                await _maybe_await(on_shutdown())
-        except Exception as exc:  # contained: a broken on_shutdown must not break stop()
-            log.exception("agent %s: on_shutdown failed", agent.id)
-            agent.last_error = f"on_shutdown: {exc!r}"
-        self._save_state(agent)
-        self.directory.update(agent.id, status="inactive")
-        self._notify(f"agent.{status}", agent)
+    def _changed(self, agent: ManagedAgent) -> None:
+        status = "active" if agent.status == "running" else "inactive"
+        self.directory.update(agent.id, status=status, topics=tuple(agent.topics))
+        if self._announced.get(agent.id) != agent.status:
+            self._announced[agent.id] = agent.status
+            self._notify(f"agent.{'started' if agent.status == 'running' else agent.status}", agent)
+
+    def _notify(self, kind: str, agent: ManagedAgent) -> None:
+        # Lifecycle events for inspectors; observers must never block the runtime.
+        body = {"agent_id": agent.id, "status": agent.status, "topics": agent.topics}
+        self.link.publish_nowait(f"system.agent.{agent.id}", Event(kind, json.dumps(body).encode(), source="loom"))
 
     # -- dynamic subscriptions (reference §3.3) -----------------------------------------
     def subscribe(self, agent_id: str, pattern: str) -> None:
@@ -217,14 +181,7 @@ class AgentRuntime:
         Raises:
             AgentNotFound: unknown agent. UsageError: already subscribed to exactly this pattern.
         """
-        agent = self[agent_id]
-        validate_pattern(pattern)
-        if pattern in agent.topics:
-            raise UsageError(f"agent {agent_id!r} is already subscribed to {pattern!r}")
-        if agent.mailbox is not None and not agent.mailbox.closed:
-            agent.mailbox.add_pattern(pattern)
-        agent.topics.append(pattern)
-        self.directory.update(agent_id, topics=tuple(agent.topics))
+        self[agent_id].subscribe(pattern)
 
     def unsubscribe(self, agent_id: str, pattern: str) -> None:
         """Remove a topic pattern at run time.
@@ -232,159 +189,30 @@ class AgentRuntime:
         Raises:
             AgentNotFound: unknown agent. UsageError: not subscribed, or the private reply topic.
         """
-        agent = self[agent_id]
-        if pattern == agent_reply_topic(agent_id):
-            raise UsageError(f"{pattern!r} is agent {agent_id!r}'s private reply topic and cannot be unsubscribed")
-        if pattern not in agent.topics:
-            raise UsageError(f"agent {agent_id!r} is not subscribed to {pattern!r}")
-        if agent.mailbox is not None and not agent.mailbox.closed:
-            agent.mailbox.remove_pattern(pattern)
-        agent.topics.remove(pattern)
-        self.directory.update(agent_id, topics=tuple(agent.topics))
+        self[agent_id].unsubscribe(pattern)
 
     def subscriptions(self, agent_id: str) -> list[str]:
         """The agent's topic patterns (its reply topic first)."""
         return list(self[agent_id].topics)
 
     # -- emitting ------------------------------------------------------------------------
-    def stamp(self, agent: ManagedAgent, event: Event, envelope: Envelope | None = None) -> Event:
-        """``event`` carrying ``sender = agent.<id>`` (and ``envelope``, when given)."""
-        md = dict(event.metadata)
-        if envelope is None:
-            envelope = Envelope.from_metadata(md, event.id)
-            parent = agent.current
-            if parent is not None and "ttl" not in md:  # causal chain: inherit the hop budget
-                penv = parent._env or Envelope.from_event(parent)
-                envelope.ttl, envelope.hop = penv.ttl, penv.hop
-        envelope.sender = agent.sender
-        envelope.apply_to(md)
-        return event._with_metadata(md)
-
-    async def publish_as(
-        self, agent_id: str, topic: str, event: Event, *, envelope: Envelope | None = None, _fresh: bool = False
-    ) -> int:
+    async def publish_as(self, agent_id: str, topic: str, event: Event, *, envelope: Envelope | None = None) -> int:
         """Publish ``event`` on ``topic`` as the agent (sender stamped). Returns deliveries.
 
-        ``_fresh`` (internal): the event was just built for this call and is not shared yet, so
-        the envelope is written into it instead of into a copy.
+        Raises:
+            AgentNotFound: unknown id.
         """
-        agent = self._agents.get(agent_id) or self[agent_id]
-        if _fresh and envelope is not None:
-            envelope.sender = agent.sender
-            parent = agent.current
-            if parent is not None and envelope.hop == 0 and parent._env is not None:
-                envelope.ttl, envelope.hop = parent._env.ttl, parent._env.hop  # causal: inherit the budget
-            envelope.apply_to(event.metadata)
-        else:
-            event = self.stamp(agent, event, envelope)
-        agent.emitted += 1
-        return await self._bus.publish(topic, event)
-
-    # -- the actor loop ------------------------------------------------------------------
-    async def _run(self, agent: ManagedAgent) -> None:
-        state, mailbox = agent.state, agent.mailbox
-        assert mailbox is not None
-        on_event = agent.behavior.on_event
-        async for topic, received in mailbox:
-            event = hop_on(received)
-            if event is None:
-                agent.expired += 1
-                continue
-            state.topic = topic
-            agent.current = event
-            try:
-                actions = on_event(event, state)
-                if actions.__class__ is _Coroutine or (actions is not None and inspect.isawaitable(actions)):
-                    actions = await actions
-                agent.handled += 1
-                if actions:
-                    await self._execute(agent, actions)
-            except Exception as exc:  # noqa: BLE001 - handler errors are contained and reported
-                if self._record_failure(agent, topic, event, exc):
-                    agent.current = None
-                    await self._halt(agent, "failed")
-                    return
-            finally:
-                agent.current = None
-            state.touch()
-            if state.persistent.dirty:
-                self._save_state(agent)
-
-    async def _execute(self, agent: ManagedAgent, actions: Iterable[Action]) -> None:
-        for action in actions:
-            if not isinstance(action, Action):
-                raise UsageError(f"on_event of {agent.id!r} returned {action!r}; expected loom.Action items")
-            if action.kind == "emit":
-                assert action.event is not None
-                await self.publish_as(agent.id, action.topic, action.event)
-            else:
-                await self._run_tool_action(agent, action)
-
-    async def _run_tool_action(self, agent: ManagedAgent, action: Action) -> None:
-        result = await self._loom.tools.invoke(action.tool, dict(action.args), caller=agent.sender)
-        meta = {"action_type": action.tool, "status": "ok" if result.ok else "error", "call_id": result.id}
-        body = {"output": result.output} if result.ok else {"error": f"{result.error.code}: {result.error.message}"}  # type: ignore[union-attr]
-        event = Event.from_json("action_result", body, source=agent.sender, metadata=meta, tags=["action"])
-        self._bus.publish_nowait(f"agent.{agent.id}", event)
-
-    def _record_failure(
-        self, agent: ManagedAgent, topic: str, event: Event | None, exc: Exception, *, fatal: bool = False
-    ) -> bool:
-        """Count and report a handler error; return whether the agent must move to ``failed``."""
-        now = time.monotonic()
-        agent.failed += 1
-        agent.last_error = f"{exc.__class__.__name__}: {exc}"
-        window = agent._failures
-        window.append(now)
-        while window and now - window[0] > agent.restart.window_s:
-            window.popleft()
-        fatal = fatal or len(window) > agent.restart.max_failures
-        log.error(
-            "agent %s failed on %s (%s)%s",
-            agent.id,
-            topic or "init",
-            event.type if event else "-",
-            " - giving up" if fatal else "",
-            exc_info=exc,
-        )
-        body = {
-            "agent_id": agent.id,
-            "error_type": exc.__class__.__name__,
-            "error": str(exc),
-            "traceback": "".join(traceback.format_exception(exc)[-3:]),
-            "topic": topic,
-            "event_id": event.id if event else "",
-            "event_type": event.type if event else "",
-            "failures_in_window": len(window),
-            "fatal": fatal,
-        }
-        self._bus.publish_nowait(
-            f"agent.{agent.id}.error",
-            Event("agent.error", json.dumps(body).encode(), source=f"agent.{agent.id}", priority=80),
-        )
-        return fatal
-
-    def _save_state(self, agent: ManagedAgent) -> None:
-        if not agent.state.persistent.dirty:
-            return
-        try:
-            self.store.save(agent.id, agent.state.persistent)
-            agent.state.persistent.dirty = False
-        except (LoomError, OSError) as exc:
-            self._record_failure(agent, "", agent.current, exc)
-
-    def _notify(self, kind: str, agent: ManagedAgent) -> None:
-        # Lifecycle events for inspectors; observers must never block the runtime.
-        if self._bus.closed:
-            return
-        body = {"agent_id": agent.id, "status": agent.status, "topics": agent.topics}
-        self._bus.publish_nowait(f"system.agent.{agent.id}", Event(kind, json.dumps(body).encode(), source="loom"))
+        return await self[agent_id].publish_as(topic, event, envelope)
 
 
-_Coroutine = types.CoroutineType
+def validate_agent_id(agent_id: object) -> None:
+    """An agent id is one topic segment (it names the private topic ``agent.<id>.replies``).
 
-
-async def _maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value
+    Raises:
+        UsageError / InvalidTopic: not a non-empty str, a dot, or not usable in a topic.
+    """
+    if not isinstance(agent_id, str) or not agent_id:
+        raise UsageError(f"agent id must be a non-empty str, got {agent_id!r}")
+    validate_topic(f"agent.{agent_id}.replies")
+    if "." in agent_id:
+        raise UsageError(f"agent id {agent_id!r} must not contain '.' (it is one topic segment)")

@@ -1,41 +1,50 @@
 """BridgeTransport: an SDK Agent in another process, joined to a runtime through the bridge.
 
-The same handler code as in-process: deliveries are handled one at a time in order (after the
-hop rule), replies to the agent's pending requests are taken off the stream before the mailbox,
-capabilities answer the server's ActionCalls, ``ctx.tool`` goes through ForwardAction. The
-connection re-registers and reopens its stream with backoff (0.5 s doubling to 10 s) when it
-breaks, and a unary Heartbeat every 15 s detects a dead server.
+The agent runs the same core as an in-process one (:class:`~loom.agents.managed.ManagedAgent`:
+mailbox loop, hop rule, contained errors and restart policy, envelope stamping, pending-reply
+inbox); this transport is the core's :class:`~loom.agents.link.Link`. Its subscriptions (the
+mailbox, a barrier's listener) live on a bus of this process whose patterns the hub forwards
+(the hub sends each event once, with its concrete topic: the local bus routes it, so an event
+matching two patterns is handled once, as in-process). Publishes go over the stream; tools
+through ``ForwardAction``; the agent's capabilities answer the hub's ActionCalls.
+
+The stream re-registers and reopens with backoff (0.5 s doubling to 10 s) when it breaks, and a
+unary Heartbeat every 15 s detects a dead hub. What the agent publishes meanwhile waits in its
+outbound queue (bounded: publishers wait when it is full) and leaves on the next stream; the hub
+keeps the events for the agent meanwhile (docs/bridge.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from loom._supervisor import Supervisor
-from loom.agents.state import AgentState
+from loom._supervisor import Guard, Supervisor
+from loom.agents.runtime import AgentRuntime
 from loom.bridge._grpc import grpc
-from loom.bridge._pb.loom.v1 import action_pb2, bridge_pb2, bridge_pb2_grpc
+from loom.bridge._pb.loom.v1 import bridge_pb2, bridge_pb2_grpc
 from loom.bridge.batching import write_queue
 from loom.bridge.local import is_loopback, open_local_stream
-from loom.bridge.remote import answer_action_call, capability_descriptors, tool_error_from
-from loom.collab.collaborator import Collaborator
-from loom.errors import BrokenError, LoomError, ToolError
-from loom.events.envelope import Envelope, agent_reply_topic, hop_on
-from loom.events.event import Event, new_event_id
-from loom.events.queue import Delivery
-from loom.tools.result import ErrorCode
+from loom.bridge.remote import answer_action_call, capability_descriptors, forward_action
+from loom.errors import BrokenError, LoomError, NoSubscribers
+from loom.events.bus import EventBus
+from loom.events.event import Event
+from loom.sdk.transport import start_agent
 
 if TYPE_CHECKING:
+    from loom.agents.managed import ManagedAgent
+    from loom.events.subscription import Subscription
     from loom.sdk.agent import Agent
+    from loom.tools.result import ToolResult
 
 __all__ = ["BridgeTransport"]
 
 log = logging.getLogger("loom.bridge.client")
+T = TypeVar("T")
+_END = None  # ends the writer of the current stream
 
 
 class BridgeTransport:
@@ -46,6 +55,8 @@ class BridgeTransport:
     ``LOOM_BRIDGE_LOCAL=0`` keeps it on gRPC. ``stream_kind`` says which one is in use.
     """
 
+    upstream = True  # write the loom.-prefixed envelope keys too: agents of upstream's SDK read them
+
     def __init__(
         self,
         address: str,
@@ -55,6 +66,7 @@ class BridgeTransport:
         connect_timeout: float = 10.0,
         local_stream: bool | None = None,
         max_message_bytes: int = 4 * 1024 * 1024,
+        outbound_size: int = 1024,
     ):
         self.address = address
         self.local_stream = os.environ.get("LOOM_BRIDGE_LOCAL", "1") != "0" if local_stream is None else local_stream
@@ -65,146 +77,166 @@ class BridgeTransport:
         self.connect_timeout = connect_timeout
         self._metadata = (("authorization", f"Bearer {self.token}"),) if self.token else ()
         self._supervisor = Supervisor(f"loom.bridge.client[{address}]")
+        self.bus = EventBus(supervisor=self._supervisor, on_pattern=self._pattern_changed)
+        self.agents = AgentRuntime(self)  # the one agent of this transport, run by the usual core
+        self.core: ManagedAgent | None = None
+        self.sender = ""
         self._agent: Agent | None = None
-        self._state: AgentState | None = None
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None
-        self._outbound: asyncio.Queue[Any] | None = None
-        self._stream: Any = None  # the live EventStream call
+        # Kept across reconnects: what is published while the stream is down leaves on the next one.
+        self._outbound: asyncio.Queue[Any] = asyncio.Queue(maxsize=outbound_size)
+        self._stream: Any = None  # the live EventStream call (or same-host stream)
         self._writer: asyncio.Task[None] | None = None
         self._wlock = asyncio.Lock()  # one write at a time on the stream (the writer or a direct publish)
-        self._mailbox: asyncio.Queue[tuple[str, Event]] = asyncio.Queue(maxsize=1000)
-        self.pending: dict[str, Any] = {}  # correlation id -> collector.offer
-        self._listeners: dict[str, list[asyncio.Queue[Delivery]]] = {}
-        self._patterns: list[str] = []
         self._pong: asyncio.Future[None] | None = None
         self._stopping = False
-        self.current: Event | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
-        self.sender = ""
-        self._batch = False
+        self.dropped: dict[str, int] = {}  # what could not be sent, by reason (never silent)
+        self.last_error = ""  # the hub's last err message
 
-    # -- Transport protocol ----------------------------------------------------------------
-    async def attach(self, agent: Agent) -> None:
+    # -- Transport -----------------------------------------------------------------------
+    async def attach(self, agent: Agent) -> ManagedAgent:
         self._agent = agent
         self.sender = f"agent.{agent.agent_id}"
-        self._state = AgentState(agent.agent_id)
-        self._patterns = [agent_reply_topic(agent.agent_id), *agent.topics]
         try:
+            self.core = core = await start_agent(self.agents, agent)  # its mailbox exists before the hub delivers
             await self._connect()
         except BaseException:
-            await self._shutdown()
+            await self._shutdown(goodbye=False)
             raise
-        self._supervisor.spawn(self._dispatch(), name=f"loom.bridge.client.dispatch:{agent.agent_id}")
         self._supervisor.spawn(self._heartbeat(), name=f"loom.bridge.client.heartbeat:{agent.agent_id}")
+        return core
 
     async def detach(self, agent: Agent) -> None:
-        self._stopping = True
-        await self._shutdown()
-        if self._agent is not None:
-            await self._agent._on_shutdown()
+        """Stop the core (``on_shutdown`` runs, what it publishes still leaves), say goodbye, close."""
+        await self._shutdown(goodbye=True)
 
-    async def publish(self, agent: Agent, topic: str, event: Event, envelope: Envelope | None) -> int:
-        self._stamp(event, envelope)
-        queue, stream = self._outbound, self._stream
-        if queue is None or stream is None:
-            raise BrokenError("not connected to the bridge")
-        msg = bridge_pb2.Publish(topic=topic, event=event.to_proto())
+    async def _shutdown(self, *, goodbye: bool) -> None:
+        self._stopping = True
+        self._supervisor.stop_waiters()  # requests and tool calls pending elsewhere: RuntimeStopped now
+        await self.agents.aclose()
+        writer = self._writer
+        if goodbye and writer is not None and not writer.done() and self.connected.is_set():
+            try:  # what is queued, then the goodbye, then the end of the stream
+                await asyncio.wait_for(self._outbound.put(bridge_pb2.ClientEvent(goodbye=bridge_pb2.Goodbye())), 2)
+                await asyncio.wait_for(self._outbound.put(_END), 2)
+                await asyncio.wait_for(asyncio.shield(writer), 5)
+            except (TimeoutError, LoomError, OSError, grpc.aio.AioRpcError):
+                log.info("agent %s: the stream did not take the goodbye in time", self.sender)
+        self._count_unsent("agent_stopped")
+        await self._supervisor.aclose()
+        if self._stream is not None:
+            self._stream.cancel()
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+        await self.bus.aclose()
+
+    def _count_unsent(self, reason: str) -> None:
+        n = sum(1 for m in _drain(self._outbound) if isinstance(m, bridge_pb2.Publish))
+        if n:
+            self.dropped[reason] = self.dropped.get(reason, 0) + n
+            log.info("agent %s: %d unsent events counted as %s", self.sender, n, reason)
+
+    # -- Link ----------------------------------------------------------------------------
+    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
+        return self._supervisor.spawn(coro, name=name)
+
+    def guard(self) -> Guard:
+        return self._supervisor.guard()
+
+    def subscribe(self, patterns: str | Iterable[str], **options: Any) -> Subscription:
+        return self.bus.subscribe(patterns, **options)
+
+    def _pattern_changed(self, pattern: str, present: bool) -> None:
+        """The local bus gained or lost a pattern: ask the hub to forward it, or to stop."""
+        if self._stub is None or self._stopping:
+            return  # not registered yet (the registration carries the patterns), or leaving
+        msg = bridge_pb2.Subscription(topic=pattern)
+        self._send(bridge_pb2.ClientEvent(subscribe=msg) if present else bridge_pb2.ClientEvent(unsubscribe=msg))
+
+    async def publish(self, topic: str, event: Event, *, request: bool = False) -> int:
+        msg = bridge_pb2.Publish(topic=topic, event=event.to_proto(), expect_reply=request)
         if msg.ByteSize() > self.max_message_bytes - 1024:
             raise LoomError(f"event {event.id} is {msg.ByteSize()} bytes: over the bridge's message limit")
-        if envelope is not None and envelope.correlation_id and not self._wlock.locked() and queue.empty():
+        queue, stream = self._outbound, self._stream
+        if (
+            stream is not None
+            and self.connected.is_set()
+            and "correlation_id" in event.metadata
+            and not self._wlock.locked()
+            and queue.empty()
+        ):
             # A request or a reply (someone awaits it) on an idle stream: written here and now, not
             # one task hop later by the writer. Plain emits keep to the queue, where they batch.
             async with self._wlock:
                 try:
                     await stream.write(bridge_pb2.ClientEvent(publish=msg))
+                    return 1
                 except (grpc.aio.AioRpcError, asyncio.InvalidStateError, ConnectionError):
-                    raise BrokenError("the bridge stream broke: the event was not sent") from None
-            return 1
-        # Waits for room: a fast publisher is paced by the stream (gRPC flow control), never dropped.
-        await queue.put(msg)
-        return 1  # the bridge publishes asynchronously: deliveries are not known here
+                    pass  # the stream just broke: the message waits for the next one instead
+        await queue.put(msg)  # waits for room: a fast publisher is paced by the stream, never dropped
+        return 1  # the hub publishes asynchronously: deliveries are not known here
 
-    def collaborator(self, agent: Agent) -> Collaborator:
-        from loom.bridge.remote_collab import RemoteCollaborator
-
-        return RemoteCollaborator(self)
-
-    async def invoke(self, name: str, args: Mapping[str, Any], version: str | None, timeout: float) -> Any:
-        call = action_pb2.ActionCall(
-            id=new_event_id(),
-            capability=name,
-            version=version or "",
-            timeout_ms=int(timeout * 1000),
-            payload=json.dumps(dict(args)).encode(),
-            headers={"sender": self.sender},
-        )
-        call.correlation_id = call.id
+    def publish_nowait(self, topic: str, event: Event) -> int:
         try:
-            result = await self._stub.ForwardAction(call, timeout=timeout + 5, metadata=self._metadata)
-        except grpc.aio.AioRpcError as exc:
-            raise ToolError(ErrorCode.PROVIDER_UNAVAILABLE, name, f"bridge unreachable: {exc.details()}") from None
-        if result.status != action_pb2.ACTION_OK:
-            raise tool_error_from(result, name)
-        return json.loads(result.output) if result.output else None
+            self._outbound.put_nowait(bridge_pb2.Publish(topic=topic, event=event.to_proto()))
+        except asyncio.QueueFull:
+            self.dropped["queue_full"] = self.dropped.get("queue_full", 0) + 1
+            return 0
+        return 1
 
-    def subscribe(self, agent: Agent, pattern: str) -> None:
-        from loom.events.topics import validate_pattern
-
-        validate_pattern(pattern)
-        if pattern in self._patterns:
-            raise LoomError(f"agent {agent.agent_id!r} is already subscribed to {pattern!r}")
-        self._patterns.append(pattern)
-        self._send(bridge_pb2.ClientEvent(subscribe=bridge_pb2.Subscription(topic=pattern)))
-
-    def unsubscribe(self, agent: Agent, pattern: str) -> None:
-        if pattern not in self._patterns or pattern == self._patterns[0]:
-            raise LoomError(f"agent {agent.agent_id!r} cannot unsubscribe from {pattern!r}")
-        self._patterns.remove(pattern)
-        if pattern not in self._listeners:
-            self._send(bridge_pb2.ClientEvent(unsubscribe=bridge_pb2.Subscription(topic=pattern)))
-
-    def subscriptions(self, agent: Agent) -> list[str]:
-        return list(self._patterns)
-
-    def state(self, agent: Agent) -> AgentState:
-        assert self._state is not None
-        return self._state
+    async def invoke(
+        self,
+        name: str,
+        args: Mapping[str, Any],
+        *,
+        version: str | None = None,
+        timeout: float | None = None,
+        caller: str = "",
+    ) -> ToolResult:
+        async with self.guard():
+            return await forward_action(
+                self._stub, self._metadata, name, args, version=version, timeout=timeout, caller=caller or self.sender
+            )
 
     # -- connection ----------------------------------------------------------------------
     async def _connect(self) -> None:
         agent = self._agent
         assert agent is not None
         self._channel = grpc.aio.insecure_channel(self.address)
-        self._stub = bridge_pb2_grpc.BridgeStub(self._channel)
+        stub = bridge_pb2_grpc.BridgeStub(self._channel)
         req = bridge_pb2.AgentRegisterRequest(
             agent_id=agent.agent_id,
-            subscribed_topics=self._patterns,
+            subscribed_topics=self.bus.patterns(),
             capabilities=capability_descriptors(agent.capabilities),
-            metadata={"sdk": "loom-notebook", "batch": "1"},
+            metadata={"sdk": "loom-notebook", "batch": "1", "deliver": "once"},
         )
         try:
-            reply = await self._stub.RegisterAgent(req, timeout=self.connect_timeout, metadata=self._metadata)
+            reply = await stub.RegisterAgent(req, timeout=self.connect_timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             raise BrokenError(f"cannot reach the bridge at {self.address}: {exc.code().name} {exc.details()}") from None
         if not reply.success:
             raise LoomError(f"the bridge refused agent {agent.agent_id!r}: {reply.error_message}")
-        self._batch = reply.features.get("batch") == "1"  # an upstream server never advertises it
-        self._outbound = asyncio.Queue(maxsize=1024)
-        self._outbound.put_nowait(bridge_pb2.ClientEvent(ack=bridge_pb2.Ack(message_id=agent.agent_id)))  # Ack first
+        if reply.features.get("deliver_once") != "1":
+            raise LoomError(
+                f"the bridge at {self.address} is not a Loom for Python bridge (no deliver_once feature): "
+                "Loom's SDK agents need one; upstream servers serve upstream's SDK"
+            )
+        self._stub = stub
+        batch = reply.features.get("batch") == "1"
         call = await self._open_stream(reply.features)
-        self._stream = call
-        if self._writer is not None:
-            self._writer.cancel()  # the writer of a stream that broke
-        self._writer = self._supervisor.spawn(
-            self._write(call, self._outbound), name=f"loom.bridge.client.write:{agent.agent_id}"
-        )
-        for pattern in self._listeners:  # a reconnect: primitives still listening (registration has the rest)
-            self._send(bridge_pb2.ClientEvent(subscribe=bridge_pb2.Subscription(topic=pattern)))
-        # Ready when the server has processed the Ack (its subscriptions exist): a ping's pong says so.
+        # Ack first (then a ping whose pong says the hub took it and serves our patterns), written
+        # before the writer drains what waited for this stream.
+        await call.write(bridge_pb2.ClientEvent(ack=bridge_pb2.Ack(message_id=agent.agent_id)))
         self._pong = asyncio.get_running_loop().create_future()
-        self._send(bridge_pb2.ClientEvent(ping=bridge_pb2.HeartbeatRequest(timestamp_ms=1)))
+        await call.write(bridge_pb2.ClientEvent(ping=bridge_pb2.HeartbeatRequest(timestamp_ms=1)))
+        self._stream = call
+        self._writer = self._supervisor.spawn(
+            self._write(call, batch), name=f"loom.bridge.client.write:{agent.agent_id}"
+        )
         self._supervisor.spawn(self._read(call), name=f"loom.bridge.client.read:{agent.agent_id}")
         try:
             async with asyncio.timeout(self.connect_timeout):
@@ -230,10 +262,10 @@ class BridgeTransport:
         self.stream_kind = "grpc"
         return self._stub.EventStream(metadata=self._metadata)
 
-    async def _write(self, call: Any, queue: asyncio.Queue[Any]) -> None:
+    async def _write(self, call: Any, batch: bool) -> None:
         """The stream's writer: client messages in order; publishes already waiting go out as one
-        PublishBatch when the server takes batches. Ends at ``None`` or when the stream breaks
-        (the reader sees that and reconnects)."""
+        PublishBatch when the hub takes batches. Ends at the end marker, when the stream is no
+        longer the current one, or when it breaks (the reader sees that and reconnects)."""
         ClientEvent, PublishBatch = bridge_pb2.ClientEvent, bridge_pb2.PublishBatch  # noqa: N806
         lock = self._wlock
 
@@ -243,13 +275,14 @@ class BridgeTransport:
 
         try:
             await write_queue(
-                queue,
+                self._outbound,
                 write,
-                end=None,
+                end=_END,
                 kind=bridge_pb2.Publish,
                 one=lambda p: ClientEvent(publish=p),
-                many=(lambda items: ClientEvent(publish_batch=PublishBatch(items=items))) if self._batch else None,
+                many=(lambda items: ClientEvent(publish_batch=PublishBatch(items=items))) if batch else None,
                 max_bytes=self.max_message_bytes,
+                stop=lambda: call is not self._stream,
             )
             await call.done_writing()
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError, ConnectionError) as exc:
@@ -257,8 +290,6 @@ class BridgeTransport:
             call.cancel()  # the reader sees the end and reconnects
 
     def _send(self, msg: Any) -> None:
-        if self._outbound is None:
-            raise BrokenError("not connected to the bridge")
         try:
             self._outbound.put_nowait(msg)
         except asyncio.QueueFull:
@@ -281,7 +312,7 @@ class BridgeTransport:
                         self._answer(msg.action_call), name=f"loom.bridge.client.call:{msg.action_call.id}"
                     )
                 elif kind == "err":
-                    log.warning("bridge says %s: %s", msg.err.code, msg.err.message)
+                    await self._on_error(msg.err)
         except asyncio.CancelledError:
             raise
         except grpc.aio.AioRpcError as exc:
@@ -293,23 +324,32 @@ class BridgeTransport:
             live = call is self._stream and self.connected.is_set()  # one that failed in _connect: its caller retries
             if call is self._stream:
                 self.connected.clear()
+                self._stream = None
+                if self._writer is not None and not self._writer.done():
+                    self._writer.cancel()  # it waits on the queue the next stream's writer serves
             if live and not self._stopping:
                 self._supervisor.spawn(self._reconnect(), name="loom.bridge.client.reconnect")
 
     async def _on_delivery(self, d: Any) -> None:
-        event = Event.from_proto(d.event)
-        topic = d.concrete_topic or d.topic
-        for q in self._listeners.get(d.topic, ()):
-            if not q.full():
-                q.put_nowait(Delivery(topic, event))
-        md = event.metadata
-        if self.pending:
-            cid = md.get("correlation_id") or md.get("loom.correlation_id")
-            offer = self.pending.get(cid) if cid else None
-            if offer is not None and offer(Delivery(topic, event)):
-                return
-        if d.topic in self._patterns:
-            await self._mailbox.put((topic, event))  # backpressure reaches the bridge through the stream
+        # Backpressure: a full mailbox holds this reader, and through the stream, the hub.
+        await self.bus.publish(d.concrete_topic or d.topic, Event.from_proto(d.event))
+
+    async def _on_error(self, err: Any) -> None:
+        details = dict(err.details)
+        self.last_error = f"{err.code}: {err.message}"
+        if err.code == "NO_SUBSCRIBERS" and self.core is not None:
+            cid = details.get("correlation_id", "")
+            collector = self.core.pending.get(cid)
+            if collector is not None:
+                collector.no_route(cid, NoSubscribers(details.get("topic", "?"), " (the bridge's hub says so)"))
+            return
+        if err.code == "TOO_LARGE" and details.get("topic"):
+            # The agent learns which event it missed, on that event's topic, in order with the others.
+            notice = Event.from_json("bridge.dropped", {"reason": "too_large", **details}, source="loom.bridge")
+            notice = notice._with_metadata({"reason": "too_large", **details})
+            await self.bus.publish(details["topic"], notice)
+            return
+        log.warning("bridge says %s: %s", err.code, err.message)
 
     async def _reconnect(self) -> None:
         delay = 0.5
@@ -334,45 +374,9 @@ class BridgeTransport:
             try:
                 await self._stub.Heartbeat(bridge_pb2.HeartbeatRequest(), timeout=5, metadata=self._metadata)
             except grpc.aio.AioRpcError:
-                if self._outbound is not None:
-                    self._outbound.put_nowait(None)  # end the stream: the reader reconnects
-
-    async def _shutdown(self) -> None:
-        self._stopping = True
-        if self._outbound is not None:
-            try:
-                self._outbound.put_nowait(None)
-            except asyncio.QueueFull:
-                pass
-        await self._supervisor.aclose()
-        if self._stream is not None:
-            self._stream.cancel()
-        if self._channel is not None:
-            await self._channel.close()
-            self._channel = None
-
-    # -- handling ------------------------------------------------------------------------
-    async def _dispatch(self) -> None:
-        agent = self._agent
-        assert agent is not None and self._state is not None
-        state = self._state
-        while True:
-            topic, received = await self._mailbox.get()
-            event = hop_on(received)
-            if event is None:
-                continue
-            state.topic = topic
-            self.current = event
-            try:
-                if agent.on_event is not None:
-                    result = agent.on_event(agent.ctx, topic, event)
-                    if result is not None and hasattr(result, "__await__"):
-                        await result
-            except Exception:  # noqa: BLE001 - contained, as in-process
-                log.exception("agent %s failed on %s (%s)", agent.agent_id, topic, event.type)
-            finally:
-                self.current = None
-                state.touch()
+                stream = self._stream
+                if stream is not None:
+                    stream.cancel()  # the reader sees the end and reconnects
 
     async def _answer(self, call: Any) -> None:
         assert self._agent is not None
@@ -382,15 +386,9 @@ class BridgeTransport:
         except BrokenError:
             log.info("could not answer action call %s: stream gone", call.id)
 
-    def _stamp(self, event: Event, envelope: Envelope | None) -> None:
-        """Write the envelope so both Loom and upstream loom-py read it (bare and ``loom.`` keys)."""
-        md = event.metadata
-        if envelope is None:
-            envelope = Envelope.from_metadata(md, event.id)
-            parent = self.current
-            if parent is not None and parent._env is not None and "ttl" not in md:
-                envelope.ttl, envelope.hop = parent._env.ttl, parent._env.hop
-        elif envelope.hop == 0 and self.current is not None and self.current._env is not None:
-            envelope.ttl, envelope.hop = self.current._env.ttl, self.current._env.hop
-        envelope.sender = self.sender
-        envelope.apply_to(md, upstream=True)
+
+def _drain(queue: asyncio.Queue[Any]) -> list[Any]:
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items

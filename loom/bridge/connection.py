@@ -1,7 +1,10 @@
-"""One EventStream connection: its subscriptions, its outbound queue, its pending action calls.
+"""Connection: one live EventStream (gRPC's, or the same-host one) of an agent's session.
 
-Everything is keyed by the connection, not by the agent id: when an agent reconnects, the old
-stream's cleanup can never tear down the new stream's subscriptions (upstream's did).
+The stream writes its session's queue (batching deliveries already waiting) and reads the
+client's messages into the session. Everything about the agent that must outlive one stream
+(its subscription, the events held for it, calls it has not answered) is the session's
+(:mod:`loom.bridge.session`): when an agent reconnects, the old stream's end never touches what
+the new stream serves (upstream keyed cleanup by agent id and could).
 """
 
 from __future__ import annotations
@@ -9,167 +12,49 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from loom.bridge._pb.loom.v1 import bridge_pb2
 from loom.bridge.batching import write_queue
-from loom.errors import InvalidTopic, LoomError, SubscriptionClosed
-from loom.events.event import Event
-from loom.events.qos import QoS
-from loom.events.subscription import Subscription
+from loom.events.qos import DropReason
 
 if TYPE_CHECKING:
-    from loom.bridge.server import BridgeServer
+    from loom.bridge.session import Session
 
-__all__ = ["CLOSE", "Connection", "StreamRefused"]
+__all__ = ["CLOSE", "Connection"]
 
 log = logging.getLogger("loom.bridge")
 _ids = itertools.count(1)
-CLOSE = object()  # put in the outbound queue to end the writer
-
-
-class StreamRefused(Exception):
-    """A stream's opening was wrong; ``code`` is the gRPC status name to answer with."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+CLOSE = object()  # put in the session's queue to end this stream's writer
 
 
 class Connection:
-    """State of one live EventStream."""
+    """State of one live EventStream of ``session``."""
 
-    def __init__(
-        self, server: BridgeServer, agent_id: str, *, qos: QoS, queue: int, peer: str, batch: bool = False
-    ) -> None:
-        self.server = server
-        self.agent_id = agent_id
+    def __init__(self, session: Session, *, peer: str) -> None:
+        self.session = session
+        self.agent_id = session.agent_id
         self.id = f"conn-{next(_ids)}"
         self.peer = peer
-        self.qos = qos
-        self.queue_size = queue
-        self.batch = batch  # the client takes DeliveryBatch messages
-        self.outbound: asyncio.Queue[Any] = asyncio.Queue(maxsize=queue)
-        self.subscriptions: dict[str, Subscription] = {}
-        self.forwarders: dict[str, asyncio.Task[None]] = {}
-        self.pending: dict[str, asyncio.Future[Any]] = {}  # action-call id -> the caller's future
         self.closed = asyncio.Event()
         self.close_reason = ""
         self.close_code = ""  # a gRPC status name when the server ended the stream for a fault
-        self.delivered = 0
-        self.received = 0
+        self.goodbye = False  # the client said it leaves for good
         # A transport that can write without waiting (the same-host stream) sets this: the first
         # message of a loop turn on an idle stream is then written by whoever sends it.
         self.write_now: Callable[[Any], bool] | None = None
         self._idle = False  # the writer waits on an empty queue
         self._turn_used = False
-        self._holding: set[str] = set()  # patterns whose forwarder waits for room with an event in hand
         self._writer: asyncio.Task[Any] | None = None
-        self._cut = False  # the writer was cancelled because the client stopped reading
-
-    # -- subscriptions -------------------------------------------------------------------
-    def subscribe(self, pattern: str) -> None:
-        """Forward events on ``pattern`` as Deliveries whose topic is the pattern (as upstream)."""
-        if pattern in self.subscriptions or self.closed.is_set():
-            return
-        outbound = self.outbound
-        sub: Subscription | None = None
-
-        def direct(item: Any) -> bool:
-            # The common case, synchronously in the publisher: room in the stream and nothing of this
-            # subscription waiting ahead -> straight into the stream's queue (no forwarder task hop).
-            if sub is None or sub.qsize() or pattern in self._holding or outbound.full() or self.closed.is_set():
-                return False  # the forwarder takes it, in order, with the QoS and stall rules
-            d = _delivery(pattern, item.topic, item.event)
-            if not self._write_direct(d):
-                outbound.put_nowait(d)
-            self.delivered += 1
-            return True
-
-        sub = self.server.rt.bus.subscribe(
-            pattern, qos=self.qos, maxsize=self.queue_size, name=f"bridge-{self.agent_id}", intercept=direct
-        )
-        self.subscriptions[pattern] = sub
-        self.forwarders[pattern] = self.server.rt.spawn(
-            self._forward(pattern, sub), name=f"loom.bridge.forward:{self.agent_id}:{pattern}"
-        )
-
-    def unsubscribe(self, pattern: str) -> None:
-        sub = self.subscriptions.pop(pattern, None)
-        if sub is not None:
-            sub.close()
-        task = self.forwarders.pop(pattern, None)
-        if task is not None:
-            task.cancel()
-
-    async def _forward(self, pattern: str, sub: Subscription) -> None:
-        put = self.outbound.put
-        stall = self.server.stall_timeout
-        try:
-            async for topic, event in sub:
-                msg = _delivery(pattern, topic, event)
-                if self.outbound.full():
-                    self._holding.add(pattern)  # later events of this pattern queue behind this one
-                    try:
-                        async with asyncio.timeout(stall):
-                            await put(msg)
-                    except TimeoutError:
-                        self.close(f"client stalled: no room in its stream for {stall:g}s", "RESOURCE_EXHAUSTED")
-                        return
-                    finally:
-                        self._holding.discard(pattern)
-                else:
-                    self.outbound.put_nowait(msg)
-                self.delivered += 1
-        except SubscriptionClosed:
-            return
-
-    # -- inbound -------------------------------------------------------------------------
-    async def handle(self, msg: Any) -> None:
-        """One ClientEvent from the agent."""
-        kind = msg.WhichOneof("msg")
-        self.received += 1
-        if kind == "publish":
-            await self._publish(msg.publish)
-        elif kind == "publish_batch":
-            for pub in msg.publish_batch.items:
-                await self._publish(pub)
-        elif kind == "ping":
-            self.send(bridge_pb2.ServerEvent(pong=bridge_pb2.HeartbeatResponse(timestamp_ms=_now_ms(), status="ok")))
-            self.server.rt.directory.heartbeat(self.agent_id)
-        elif kind == "action_result":
-            fut = self.pending.pop(msg.action_result.id, None)
-            if fut is not None and not fut.done():
-                fut.set_result(msg.action_result)
-        elif kind == "subscribe":
-            self._checked(self.subscribe, msg.subscribe.topic)
-        elif kind == "unsubscribe":
-            self.unsubscribe(msg.unsubscribe.topic)
-        # further acks and empty messages are ignored, as upstream does
-
-    async def _publish(self, pub: Any) -> None:
-        if not pub.HasField("event"):
-            return
-        try:
-            event = Event.from_proto(pub.event)
-            await self.server.rt.bus.publish(pub.topic, event, timeout=self.server.stall_timeout)
-        except (LoomError, ValueError, TypeError) as exc:
-            self.send_error("INVALID_ARGUMENT", f"publish to {pub.topic!r} refused: {exc}")
-
-    def _checked(self, fn: Any, pattern: str) -> None:
-        try:
-            fn(pattern)
-        except (InvalidTopic, TypeError) as exc:
-            self.send_error("INVALID_ARGUMENT", str(exc))
+        self._cut = False  # close() cancelled the writer (it ends quietly)
 
     # -- outbound ------------------------------------------------------------------------
-    def _write_direct(self, msg: Any) -> bool:
+    def write_direct(self, msg: Any) -> bool:
         """Write ``msg`` now, skipping the writer task, when that cannot reorder or starve anything:
         the writer is idle on an empty queue and this is the first such write of the loop turn
         (the rest of a burst queues up, so the writer still batches it)."""
-        if self.write_now is None or not self._idle or self._turn_used or self.outbound.qsize():
+        if self.write_now is None or not self._idle or self._turn_used or self.session.outbound.qsize():
             return False
         if type(msg) is bridge_pb2.Delivery:
             msg = bridge_pb2.ServerEvent(delivery=msg)
@@ -183,64 +68,62 @@ class Connection:
         self._turn_used = False
 
     def send(self, msg: Any) -> bool:
-        """Queue a server message without waiting; False (and the stream is closed) when full."""
-        if self._write_direct(msg):
+        """Send a server message without waiting; False (and the stream is closed) when the queue is full."""
+        if self.closed.is_set():
+            return False
+        if self.write_direct(msg):
             return True
         try:
-            self.outbound.put_nowait(msg)
+            self.session.outbound.put_nowait(msg)
         except asyncio.QueueFull:
             self.close("client stalled: its stream queue is full", "RESOURCE_EXHAUSTED")
             return False
         return True
 
-    def send_error(self, code: str, message: str) -> None:
-        self.send(bridge_pb2.ServerEvent(err=bridge_pb2.Error(code=code, message=message)))
+    def send_error(self, code: str, message: str, details: dict[str, str] | None = None) -> None:
+        self.send(bridge_pb2.ServerEvent(err=bridge_pb2.Error(code=code, message=message, details=details or {})))
 
-    # -- lifecycle -----------------------------------------------------------------------
-    def close(self, reason: str, code: str = "") -> None:
-        """End the stream: subscriptions closed, forwarders cancelled, pending calls failed. Idempotent.
-
-        ``code`` (a gRPC status name) marks a fault the client is told about."""
-        if self.closed.is_set():
-            return
-        self.close_reason, self.close_code = reason, code
-        self.closed.set()
-        while True:  # wake the writer, even when the queue is full (what is queued no longer matters)
-            try:
-                self.outbound.put_nowait(CLOSE)
-                break
-            except asyncio.QueueFull:
-                self.outbound.get_nowait()
-        for pattern in list(self.subscriptions):
-            self.unsubscribe(pattern)
-        writer = self._writer
-        if code and writer is not None and not self._idle and writer is not asyncio.current_task():
-            self._cut = True  # the writer is stuck on a client that does not read: stop it there
-            writer.cancel()
-        for call_id, fut in list(self.pending.items()):
-            if not fut.done():
-                fut.set_exception(ConnectionError(f"agent {self.agent_id!r} disconnected ({reason})"))
-                fut.exception()  # the caller may already be gone (timed out): do not warn
-            self.pending.pop(call_id, None)
-        self.server._connection_closed(self)
+    def _too_large(self, d: Any, size: int) -> Any:
+        """A delivery over the message limit: counted ``too_large`` on the agent's subscription, and
+        the agent is told which event it missed (an ``err`` TOO_LARGE); the stream goes on."""
+        session = self.session
+        limit = session.server.max_message_bytes
+        if session.sub is not None:
+            session.sub._count_drop(DropReason.TOO_LARGE, session.server.bus._routes.get(d.concrete_topic))
+        details = {
+            "topic": d.concrete_topic or d.topic,
+            "event_id": d.event.id,
+            "event_type": d.event.type,
+            "size": str(size),
+            "limit": str(limit),
+        }
+        log.warning("event %s on %s (%d bytes) is over the stream limit of %s", d.event.id, d.topic, size, limit)
+        text = (
+            f"event {d.event.id} ({d.event.type}) on {details['topic']!r} is {size} bytes, over the {limit}-byte limit"
+        )
+        return bridge_pb2.ServerEvent(err=bridge_pb2.Error(code="TOO_LARGE", message=text, details=details))
 
     async def write_all(self, write: Any) -> None:
-        """The stream's writer: send queued messages in order until closed; consecutive deliveries
-        already waiting go out as one DeliveryBatch when the client takes batches. Returns when the
-        stream is closed, also when that happened while a write was stuck on a client that does not
-        read (a stall: the write is abandoned)."""
+        """The stream's writer: send the session's queued messages in order until closed;
+        consecutive deliveries already waiting go out as one DeliveryBatch when the client takes
+        batches. Returns when the stream is closed, also when that happened while a write was
+        stuck on a client that does not read (a stall: the write is abandoned)."""
         ServerEvent, DeliveryBatch = bridge_pb2.ServerEvent, bridge_pb2.DeliveryBatch  # noqa: N806
         self._writer = asyncio.current_task()
         try:
             await write_queue(
-                self.outbound,
+                self.session.outbound,
                 write,
                 end=CLOSE,
                 kind=bridge_pb2.Delivery,
                 one=lambda d: ServerEvent(delivery=d),
-                many=(lambda items: ServerEvent(delivery_batch=DeliveryBatch(items=items))) if self.batch else None,
-                max_bytes=self.server.max_message_bytes,
+                many=(lambda items: ServerEvent(delivery_batch=DeliveryBatch(items=items)))
+                if self.session.batch
+                else None,
+                max_bytes=self.session.server.max_message_bytes,
                 idle=self._set_idle,
+                too_large=self._too_large,
+                stop=self.closed.is_set,
             )
         except asyncio.CancelledError:
             task = asyncio.current_task()
@@ -250,14 +133,22 @@ class Connection:
     def _set_idle(self, idle: bool) -> None:
         self._idle = idle
 
+    # -- lifecycle -----------------------------------------------------------------------
+    def close(self, reason: str, code: str = "") -> None:
+        """End this stream (the session decides, in :meth:`Session.detach`, whether it waits for
+        the agent's return). ``code`` (a gRPC status name) marks a fault the client is told about.
+        Idempotent."""
+        if self.closed.is_set():
+            return
+        self.close_reason, self.close_code = reason, code
+        self.closed.set()
+        writer = self._writer
+        # An idle writer waits on the session's queue (which a newer stream may serve next): it
+        # has nothing in hand. One stuck on a client that does not read (a fault) is cut off there.
+        # Otherwise it finishes its write and stops before taking the next message.
+        if writer is not None and writer is not asyncio.current_task() and (self._idle or code):
+            self._cut = True
+            writer.cancel()
+
     def __repr__(self) -> str:
-        return f"<Connection {self.id} {self.agent_id} {len(self.subscriptions)} subscriptions>"
-
-
-def _delivery(pattern: str, topic: str, event: Event) -> Any:
-    """A bare Delivery (the writer wraps it, alone or in a DeliveryBatch with its neighbours)."""
-    return bridge_pb2.Delivery(topic=pattern, event=event.to_proto(), concrete_topic=topic)
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+        return f"<Connection {self.id} {self.agent_id} {'closed' if self.closed.is_set() else 'open'}>"

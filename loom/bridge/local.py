@@ -29,8 +29,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from loom.bridge._pb.loom.v1 import bridge_pb2
-from loom.bridge.connection import StreamRefused
 from loom.bridge.framing import PREFACE, FrameError, FrameStream
+from loom.errors import StreamRefused
 
 if TYPE_CHECKING:
     from loom.bridge.server import BridgeServer

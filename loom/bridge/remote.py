@@ -1,13 +1,14 @@
 """Capabilities across the bridge: remote agents' capabilities as tools (server side), an SDK
-agent's capabilities as descriptors and answers to ActionCalls (client side), and
-ToolResult ↔ ActionResult conversion."""
+agent's capabilities as descriptors and answers to ActionCalls, tools of the hub through
+ForwardAction (client side), and ToolResult ↔ ActionResult conversion."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from loom.bridge._grpc import grpc
 from loom.bridge._pb.loom.v1 import action_pb2
 from loom.errors import ToolError
 from loom.events.event import new_event_id
@@ -17,7 +18,14 @@ if TYPE_CHECKING:
     from loom.bridge.server import BridgeServer
     from loom.sdk.capability import Capability
 
-__all__ = ["RemoteTool", "action_result_from", "answer_action_call", "capability_descriptors", "tool_error_from"]
+__all__ = [
+    "RemoteTool",
+    "action_result_from",
+    "answer_action_call",
+    "capability_descriptors",
+    "forward_action",
+    "tool_error_from",
+]
 
 _STATUS = {
     ToolStatus.OK: action_pb2.ACTION_OK,
@@ -130,3 +138,36 @@ async def answer_action_call(agent_id: str, capabilities: Sequence[Capability], 
         result.status, result.error.code = action_pb2.ACTION_ERROR, "CAPABILITY_ERROR"
         result.error.message = f"{type(exc).__name__}: {exc}"
     return result
+
+
+async def forward_action(
+    stub: Any,
+    metadata: Any,
+    name: str,
+    args: Mapping[str, Any],
+    *,
+    version: str | None,
+    timeout: float | None,
+    caller: str,
+) -> ToolResult:
+    """Invoke tool ``name`` of the hub through ForwardAction; every failure is in the result."""
+    timeout = 30.0 if timeout is None else timeout
+    call = action_pb2.ActionCall(
+        id=new_event_id(),
+        capability=name,
+        version=version or "",
+        timeout_ms=int(timeout * 1000),
+        payload=json.dumps(dict(args)).encode(),
+        headers={"sender": caller},
+    )
+    call.correlation_id = call.id
+    try:
+        result = await stub.ForwardAction(call, timeout=timeout + 5, metadata=metadata)
+    except grpc.aio.AioRpcError as exc:
+        return ToolResult.failure(call.id, name, ErrorCode.PROVIDER_UNAVAILABLE, f"bridge unreachable: {exc.details()}")
+    if result.status != action_pb2.ACTION_OK:
+        error = tool_error_from(result, name)
+        return ToolResult.failure(call.id, name, error.code, error.message, error.details)
+    return ToolResult(
+        id=call.id, tool=name, status=ToolStatus.OK, output=json.loads(result.output) if result.output else None
+    )

@@ -21,6 +21,7 @@ from loom.collab.strategy import (
     ContractNetResult,
     FanoutResult,
     Proposal,
+    RequestTimeout,
     Strategy,
 )
 from loom.events.event import Event
@@ -34,6 +35,7 @@ __all__ = [
     "FanoutResult",
     "Proposal",
     "ReplyCollector",
+    "RequestTimeout",
     "Strategy",
     "barrier",
     "contract_net",
@@ -48,7 +50,7 @@ def _collab(sender: str, runtime: Any) -> Collaborator:
     from loom.runtime import current
 
     rt = runtime or current()
-    return Collaborator(rt.bus, sender)
+    return Collaborator(rt.agents.link, sender)
 
 
 async def request_reply(

@@ -2,7 +2,8 @@
 
 Every step is an event on the bus (``collab.request``, ``collab.reply``, ``collab.barrier.*``,
 ``collab.timeout``, ``collab.summary``), so an inspector can draw the sequence. Every
-subscription a primitive opens is closed when it returns, times out or is cancelled.
+subscription a primitive opens is closed when it returns, times out or is cancelled. A
+primitive waits inside its link's guard: when the runtime stops, it raises RuntimeStopped at once.
 """
 
 from __future__ import annotations
@@ -13,16 +14,16 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from loom.collab.inbox import AgentInbox, Inbox, ReplyCollector, TopicInbox
-from loom.collab.strategy import BarrierResult, CollabTimeout, FanoutResult, Strategy
-from loom.errors import UsageError
+from loom.collab.strategy import BarrierResult, CollabTimeout, FanoutResult, RequestTimeout, Strategy
+from loom.errors import NoSubscribers, UsageError
 from loom.events.envelope import Envelope, thread_reply_topic
 from loom.events.event import Event, new_event_id
 from loom.events.qos import QoS
 from loom.events.topics import validate_topic
 
 if TYPE_CHECKING:
-    from loom.agents.runtime import AgentRuntime, ManagedAgent
-    from loom.events.bus import EventBus
+    from loom.agents.link import Link
+    from loom.agents.managed import ManagedAgent
 
 __all__ = ["Collaborator", "make_event"]
 
@@ -57,61 +58,46 @@ def _got_one(collector: ReplyCollector) -> bool:
 
 
 class Collaborator:
-    """Runs the primitives for one participant (``sender``), on a bus.
+    """Runs the primitives for one participant (``sender``) over a :class:`~loom.agents.link.Link`.
 
-    With ``agent`` (inside an agent's handler) replies come through the agent's mailbox hook
-    and what it publishes is stamped by the agent runtime; otherwise through a temporary
-    subscription on the thread's reply topic.
+    With ``agent`` (an agent's core, in this process or behind the bridge) replies come through
+    the agent's mailbox and what it publishes is stamped by the agent; otherwise through a
+    temporary subscription on the thread's reply topic.
     """
 
-    def __init__(
-        self,
-        bus: EventBus,
-        sender: str,
-        *,
-        agents: AgentRuntime | None = None,
-        agent: ManagedAgent | None = None,
-    ) -> None:
-        self.bus = bus
+    def __init__(self, link: Link, sender: str, *, agent: ManagedAgent | None = None) -> None:
+        self.link = link
         self.sender = sender
-        self._agents = agents
         self._agent = agent
 
     # -- plumbing ------------------------------------------------------------------------
     def _inbox(self, thread_id: str) -> Inbox:
         if self._agent is not None and self._agent.status == "running":
             return AgentInbox(self._agent)
-        return TopicInbox(self.bus, thread_id)
+        return TopicInbox(self.link, thread_id)
 
-    async def publish(self, topic: str, event: Event, envelope: Envelope) -> int:
+    async def publish(self, topic: str, event: Event, envelope: Envelope, *, request: bool = False) -> int:
         """Publish a freshly built ``event`` with ``envelope`` as this participant."""
-        if self._agents is not None and self._agent is not None:
-            return await self._agents.publish_as(self._agent.id, topic, event, envelope=envelope, _fresh=True)
+        if self._agent is not None:
+            return await self._agent.publish_as(topic, event, envelope, fresh=True, request=request)
         envelope.sender = self.sender
-        md = dict(event.metadata)
-        envelope.apply_to(md)
-        return await self.bus.publish(topic, event._with_metadata(md))
+        envelope.apply_to(event.metadata)
+        return await self.link.publish(topic, event, request=request)
+
+    async def _ask(self, topic: str, event: Event, envelope: Envelope, collector: ReplyCollector) -> None:
+        """Publish a request whose replies ``collector`` waits for; a topic nobody subscribes to
+        fails that target at once (over the bridge the hub reports it to the collector later)."""
+        try:
+            await self.publish(topic, event, envelope, request=True)
+        except NoSubscribers as exc:
+            collector.no_route(envelope.correlation_id, exc)
 
     def note(self, thread_id: str, type: str, **metadata: str) -> None:
         """An observability event on ``thread.<id>.reply`` (never blocks the primitive)."""
         md = {"thread_id": thread_id, "correlation_id": thread_id, "sender": self.sender, **metadata}
-        self._notify(
+        self.link.publish_nowait(
             thread_reply_topic(thread_id), Event(type, source=self.sender, metadata=md, tags=["collab"], priority=40)
         )
-
-    # Where this participant touches the bus. A remote participant (loom.bridge.client) overrides
-    # these to go over its stream instead; the primitives above and below stay the same.
-    def _notify(self, topic: str, event: Event) -> None:
-        """Publish without waiting (observability events)."""
-        self.bus.publish_nowait(topic, event)
-
-    async def _announce(self, topic: str, event: Event) -> None:
-        """Publish as is (no envelope)."""
-        await self.bus.publish(topic, event)
-
-    def _listen(self, topic: str, types: tuple[str, ...], maxsize: int) -> Any:
-        """A subscription-like object with ``get()`` and ``close()``."""
-        return self.bus.subscribe(topic, qos=QoS.BATCHED, maxsize=maxsize, types=types, name="collab")
 
     # -- request / reply -----------------------------------------------------------------
     async def request_reply(
@@ -124,27 +110,33 @@ class Collaborator:
         type: str = "collab.request",
         raise_on_timeout: bool = False,
     ) -> Event | None:
-        """Publish one request on ``topic`` and return the first correlated ``collab.reply``.
+        """Publish one request (event type ``type``) on ``topic`` and return the first correlated
+        ``collab.reply``.
 
         Returns ``None`` on timeout (after publishing ``collab.timeout``), or raises
-        :class:`CollabTimeout` when ``raise_on_timeout``.
+        :class:`RequestTimeout` when ``raise_on_timeout``.
+
+        Raises:
+            NoSubscribers: nothing subscribes to ``topic`` (at once, not after the timeout).
+            RuntimeStopped: the runtime stopped while waiting.
         """
         timeout = _check_timeout(timeout)  # the topic is validated by publish (before anything waits)
         thread_id = thread_id or f"req-{new_event_id()}"
         cid = new_event_id()
         collector = ReplyCollector({cid: topic}, _REPLY, _got_one)
-        inbox = self._inbox(thread_id)
-        try:
-            inbox.add(collector)
-            env = Envelope(thread_id, cid, "", inbox.reply_to)
-            await self.publish(topic, make_event(type, payload, source=self.sender, tags=_TAGS), env)
-            if await collector.wait(timeout):
-                return collector.events[0]
-        finally:
-            inbox.close()
+        async with self.link.guard():
+            inbox = self._inbox(thread_id)
+            try:
+                inbox.add(collector)
+                env = Envelope(thread_id, cid, "", inbox.reply_to)
+                await self._ask(topic, make_event(type, payload, source=self.sender, tags=_TAGS), env, collector)
+                if await collector.wait(timeout):
+                    return collector.events[0]
+            finally:
+                inbox.close()
         self.note(thread_id, "collab.timeout", reason="request_reply_timeout", topic=topic)
         if raise_on_timeout:
-            raise CollabTimeout("request_reply", thread_id, f"no reply on {topic!r} within {timeout:g}s")
+            raise RequestTimeout("request_reply", thread_id, f"no reply on {topic!r} within {timeout:g}s")
         return None
 
     # -- fan-out / fan-in ----------------------------------------------------------------
@@ -162,6 +154,10 @@ class Collaborator:
         """Send one request per topic, collect correlated replies by ``strategy`` until ``timeout``.
 
         Partial results are returned, not raised (unless ``raise_on_timeout`` and unsatisfied).
+
+        Raises:
+            NoSubscribers: nothing subscribes to any of the topics (at once).
+            RuntimeStopped: the runtime stopped while waiting.
         """
         if isinstance(topics, str):
             raise UsageError("fanout_fanin needs a list of topics, not a single string")
@@ -177,15 +173,16 @@ class Collaborator:
         n = len(targets)
         collector = ReplyCollector(cids, _REPLY, lambda c: strat.done(len(c.events), c.answered, n))
         start = time.monotonic()
-        inbox = self._inbox(thread_id)
-        try:
-            inbox.add(collector)
-            for cid, topic in cids.items():
-                env = Envelope(thread_id=thread_id, correlation_id=cid, reply_to=inbox.reply_to)
-                await self.publish(topic, make_event(type, payload, source=self.sender, tags=["collab"]), env)
-            await collector.wait(max(timeout - (time.monotonic() - start), 0.0) or 1e-3)
-        finally:
-            inbox.close()
+        async with self.link.guard():
+            inbox = self._inbox(thread_id)
+            try:
+                inbox.add(collector)
+                for cid, topic in cids.items():
+                    env = Envelope(thread_id=thread_id, correlation_id=cid, reply_to=inbox.reply_to)
+                    await self._ask(topic, make_event(type, payload, source=self.sender, tags=_TAGS), env, collector)
+                await collector.wait(max(timeout - (time.monotonic() - start), 0.0) or 1e-3)
+            finally:
+                inbox.close()
         replied = {collector.targets[c] for c in collector.per_cid}
         satisfied = strat.satisfied(len(collector.events), collector.answered, n)
         result = FanoutResult(
@@ -242,7 +239,6 @@ class Collaborator:
             raise UsageError(f"participant {me!r} is not one of the barrier's parties {list(named)}")
         arrived: dict[str, None] = {}
         start = time.monotonic()
-        sub = self._listen(topic, ("collab.barrier.arrive", "collab.barrier.present"), max(64, 4 * need))
 
         def complete() -> bool:
             return all(p in arrived for p in named) if named is not None else len(arrived) >= need
@@ -250,24 +246,32 @@ class Collaborator:
         async def announce(kind: str) -> None:
             md = {"participant": me, "barrier": name, "parties": str(need)}
             ev = Event(f"collab.barrier.{kind}", source=self.sender, metadata=md, tags=["collab"])
-            await self._announce(topic, ev)
+            await self.link.publish(topic, ev)
 
-        try:
-            await announce("arrive")
-            async with asyncio.timeout(timeout):
-                while not complete():
-                    _, ev = await sub.get()
-                    who = ev.metadata.get("participant", "")
-                    if not who:
-                        continue
-                    new = who not in arrived
-                    arrived[who] = None
-                    if new and who != me and ev.type == "collab.barrier.arrive":
-                        await announce("present")
-        except TimeoutError:
-            pass
-        finally:
-            sub.close()
+        async with self.link.guard():
+            sub = self.link.subscribe(
+                topic,
+                qos=QoS.BATCHED,
+                maxsize=max(64, 4 * need),
+                types=("collab.barrier.arrive", "collab.barrier.present"),
+                name="collab",
+            )
+            try:
+                await announce("arrive")
+                async with asyncio.timeout(timeout):
+                    while not complete():
+                        _, ev = await sub.get()
+                        who = ev.metadata.get("participant", "")
+                        if not who:
+                            continue
+                        new = who not in arrived
+                        arrived[who] = None
+                        if new and who != me and ev.type == "collab.barrier.arrive":
+                            await announce("present")
+            except TimeoutError:
+                pass
+            finally:
+                sub.close()
         ok = complete()
         missing = tuple(p for p in named if p not in arrived) if named is not None else ()
         result = BarrierResult(
@@ -280,7 +284,7 @@ class Collaborator:
         )
         if not ok:
             detail = f"missing {list(missing)}" if named is not None else f"{len(arrived)} of {need} arrived"
-            self._notify(
+            self.link.publish_nowait(
                 topic,
                 Event(
                     "collab.timeout",

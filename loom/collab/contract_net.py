@@ -82,38 +82,39 @@ async def contract_net(
         raise UsageError(f"expected must be an int >= 1, got {expected!r}")
     thread_id = thread_id or f"cnp-{new_event_id()}"
     start = time.monotonic()
-    inbox = collab._inbox(thread_id)
-    try:
-        bids = ReplyCollector(
-            {thread_id: participants_topic},
-            ("collab.proposal",),
-            lambda c: expected is not None and len(c.events) >= expected,
-        )
-        inbox.add(bids)
-        cfp_env = Envelope(thread_id=thread_id, correlation_id=thread_id, reply_to=inbox.reply_to)
-        await collab.publish(
-            participants_topic, make_event("collab.cfp", task, source=collab.sender, tags=["collab"]), cfp_env
-        )
-        await bids.wait(window)
-        ranked = _rank(bids.events, score)
-        awards: list[Award] = []
-        queue = list(ranked)
-        while queue and sum(a.status == "ok" for a in awards) < max_awards:
-            wanted = max_awards - sum(a.status == "ok" for a in awards)
-            batch, queue = queue[:wanted], queue[wanted:]
-            awards.extend(await _award(collab, inbox, thread_id, task, batch, execution_timeout))
-            if not reaward:
-                break
-        awarded = {a.bidder for a in awards}
-        rejected = tuple(p.bidder for p in ranked if p.bidder not in awarded)
-        for p in ranked:
-            if p.bidder in awarded:
-                continue
-            target, env = _answer(thread_id, f"{thread_id}:reject", p, inbox.reply_to)
-            if _usable(target):
-                await collab.publish(target, make_event("collab.reject", None, source=collab.sender), env)
-    finally:
-        inbox.close()
+    async with collab.link.guard():
+        inbox = collab._inbox(thread_id)
+        try:
+            bids = ReplyCollector(
+                {thread_id: participants_topic},
+                ("collab.proposal",),
+                lambda c: expected is not None and len(c.events) >= expected,
+            )
+            inbox.add(bids)
+            cfp_env = Envelope(thread_id=thread_id, correlation_id=thread_id, reply_to=inbox.reply_to)
+            await collab.publish(
+                participants_topic, make_event("collab.cfp", task, source=collab.sender, tags=["collab"]), cfp_env
+            )
+            await bids.wait(window)
+            ranked = _rank(bids.events, score)
+            awards: list[Award] = []
+            queue = list(ranked)
+            while queue and sum(a.status == "ok" for a in awards) < max_awards:
+                wanted = max_awards - sum(a.status == "ok" for a in awards)
+                batch, queue = queue[:wanted], queue[wanted:]
+                awards.extend(await _award(collab, inbox, thread_id, task, batch, execution_timeout))
+                if not reaward:
+                    break
+            awarded = {a.bidder for a in awards}
+            rejected = tuple(p.bidder for p in ranked if p.bidder not in awarded)
+            for p in ranked:
+                if p.bidder in awarded:
+                    continue
+                target, env = _answer(thread_id, f"{thread_id}:reject", p, inbox.reply_to)
+                if _usable(target):
+                    await collab.publish(target, make_event("collab.reject", None, source=collab.sender), env)
+        finally:
+            inbox.close()
     winners = [a for a in awards if a.status == "ok"]
     satisfied = len(winners) == max_awards
     result = ContractNetResult(

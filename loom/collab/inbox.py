@@ -4,7 +4,9 @@ A :class:`ReplyCollector` accepts deliveries whose ``correlation_id`` it expects
 one of two inboxes: inside an agent, the agent's own mailbox intercepts correlated replies
 (reply_to = ``agent.<id>.replies``: no extra subscription, and the reply does not wait behind
 the handler that awaits it); elsewhere, a temporary subscription on ``thread.<id>.reply``,
-closed when the primitive ends (also on timeout and cancellation).
+closed when the primitive ends (also on timeout and cancellation). A collector can also fail:
+its request went nowhere (:class:`~loom.errors.NoSubscribers`), or the agent waiting on it
+stopped; its waiter then raises at once instead of waiting out the timeout.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from loom.events.qos import QoS
 from loom.events.queue import Delivery
 
 if TYPE_CHECKING:
-    from loom.agents.runtime import ManagedAgent
-    from loom.events.bus import EventBus
+    from loom.agents.link import Link
+    from loom.agents.managed import ManagedAgent
 
 __all__ = ["AgentInbox", "Inbox", "PendingInbox", "ReplyCollector", "TopicInbox"]
 
@@ -28,7 +30,18 @@ __all__ = ["AgentInbox", "Inbox", "PendingInbox", "ReplyCollector", "TopicInbox"
 class ReplyCollector:
     """Gathers replies for a set of correlation ids until ``done(collector)`` or a deadline."""
 
-    __slots__ = ("_complete", "_done", "_fut", "_types", "events", "labels", "per_cid", "targets")
+    __slots__ = (
+        "_complete",
+        "_done",
+        "_error",
+        "_fut",
+        "_types",
+        "_unrouted",
+        "events",
+        "labels",
+        "per_cid",
+        "targets",
+    )
 
     def __init__(
         self,
@@ -44,6 +57,8 @@ class ReplyCollector:
         self.per_cid: dict[str, int] = {}
         self._fut: asyncio.Future[None] | None = None
         self._complete = False
+        self._error: BaseException | None = None
+        self._unrouted: set[str] = set()
 
     def offer(self, item: Delivery) -> bool:
         event = item.event
@@ -67,18 +82,45 @@ class ReplyCollector:
     def answered(self) -> int:
         return len(self.per_cid)
 
+    @property
+    def unrouted(self) -> frozenset[str]:
+        """Correlation ids whose request reached no subscriber."""
+        return frozenset(self._unrouted)
+
+    def fail(self, error: BaseException) -> None:
+        """End the wait with ``error`` (raised by :meth:`wait`)."""
+        if self._error is None and not self._complete:
+            self._error = error
+            fut = self._fut
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
+    def no_route(self, cid: str, error: BaseException) -> None:
+        """The request with ``cid`` reached no subscriber; when none of them did, fail with ``error``."""
+        if cid in self.targets:
+            self._unrouted.add(cid)
+            if len(self._unrouted) == len(self.targets):
+                self.fail(error)
+
     async def wait(self, timeout: float) -> bool:
-        """Wait until done (True) or ``timeout`` seconds pass (False)."""
-        if self._done(self):
-            return True
-        loop = asyncio.get_running_loop()
-        fut = self._fut = loop.create_future()
-        timer = loop.call_at(loop.time() + timeout, _expire, fut)
-        try:
-            await fut
-        finally:
-            timer.cancel()
-            self._fut = None
+        """Wait until done (True) or ``timeout`` seconds pass (False).
+
+        Raises:
+            NoSubscribers / ClosedError: the collector failed (see :meth:`fail`).
+        """
+        if self._error is None:
+            if self._done(self):
+                return True
+            loop = asyncio.get_running_loop()
+            fut = self._fut = loop.create_future()
+            timer = loop.call_at(loop.time() + timeout, _expire, fut)
+            try:
+                await fut
+            finally:
+                timer.cancel()
+                self._fut = None
+        if self._error is not None:
+            raise self._error
         return self._done(self)
 
 
@@ -100,11 +142,11 @@ class Inbox:
 
 
 class PendingInbox(Inbox):
-    """Replies are taken off a stream the participant already reads (an agent's mailbox, a bridged
-    agent's EventStream) by looking their correlation id up in its ``pending`` map."""
+    """Replies are taken off a stream the participant already reads (an agent's mailbox, in this
+    process or behind the bridge) by looking their correlation id up in its ``pending`` map."""
 
     def __init__(
-        self, pending: dict[str, Callable[[Delivery], bool]], reply_to: str, forget: Callable[[str], None] | None = None
+        self, pending: dict[str, ReplyCollector], reply_to: str, forget: Callable[[str], None] | None = None
     ) -> None:
         self._pending = pending
         self._forget = forget or (lambda cid: pending.pop(cid, None))
@@ -113,7 +155,7 @@ class PendingInbox(Inbox):
 
     def add(self, collector: ReplyCollector) -> None:
         for cid in collector.targets:
-            self._pending[cid] = collector.offer
+            self._pending[cid] = collector
             self._cids.append(cid)
 
     def close(self) -> None:
@@ -123,18 +165,18 @@ class PendingInbox(Inbox):
 
 
 def AgentInbox(agent: ManagedAgent) -> PendingInbox:  # noqa: N802 - reads as the inbox it makes
-    """An in-process agent's inbox: its mailbox intercepts the replies; late ones are counted."""
+    """An agent's inbox: its mailbox intercepts the replies; late ones are counted."""
     return PendingInbox(agent.pending, agent.reply_topic, agent.forget_pending)
 
 
 class TopicInbox(Inbox):
     """A temporary subscription on ``thread.<id>.reply`` whose intercept feeds the collectors."""
 
-    def __init__(self, bus: EventBus, thread_id: str) -> None:
+    def __init__(self, link: Link, thread_id: str) -> None:
         self.reply_to = thread_reply_topic(thread_id)
         self._collectors: list[ReplyCollector] = []
         # Replies are consumed by the intercept; anything else (summaries, strays) is dropped.
-        self._sub = bus.subscribe(self.reply_to, qos=QoS.REALTIME, maxsize=1, intercept=self._route, name="collab")
+        self._sub = link.subscribe(self.reply_to, qos=QoS.REALTIME, maxsize=1, intercept=self._route, name="collab")
 
     def _route(self, item: Delivery) -> bool:
         return any(c.offer(item) for c in self._collectors)

@@ -15,6 +15,7 @@ __all__ = [
     "ContractNetResult",
     "FanoutResult",
     "Proposal",
+    "RequestTimeout",
     "Strategy",
 ]
 
@@ -35,6 +36,10 @@ class CollabTimeout(LoomError, TimeoutError):
         self.thread_id = thread_id
         self.detail = detail
         super().__init__(f"{primitive} in thread {thread_id} timed out: {detail}")
+
+
+class RequestTimeout(CollabTimeout):
+    """A request got no reply in time (``raise_on_timeout=True``; otherwise the request returns ``None``)."""
 
 
 @dataclass(frozen=True, slots=True)

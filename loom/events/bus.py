@@ -38,9 +38,20 @@ class EventBus:
         supervisor: owner of callback-subscription tasks (a fresh one when omitted).
         max_topics: how many topics keep their own counters; the oldest are folded into the
             bus totals beyond that (topics like ``thread.<id>.reply`` are unbounded).
+        on_pattern: ``fn(pattern, present)`` called when a pattern gains its first subscription
+            (``True``) or loses its last one (``False``): a bus that mirrors a remote one (the
+            bridge client's) asks the remote side for exactly the patterns it serves.
     """
 
-    def __init__(self, *, supervisor: Supervisor | None = None, max_topics: int = 10_000) -> None:
+    name = "bus"
+
+    def __init__(
+        self,
+        *,
+        supervisor: Supervisor | None = None,
+        max_topics: int = 10_000,
+        on_pattern: Callable[[str, bool], None] | None = None,
+    ) -> None:
         self._owns_supervisor = supervisor is None
         self._supervisor = supervisor or Supervisor("loom.bus")
         self._index: TopicIndex[Subscription] = TopicIndex()
@@ -52,6 +63,8 @@ class EventBus:
         self._max_topics = max_topics
         self._evicted = _Route("<evicted>")
         self._callback_tasks: weakref.WeakValueDictionary[str, asyncio.Task[Any]] = weakref.WeakValueDictionary()
+        self._on_pattern = on_pattern
+        self._pattern_refs: dict[str, int] = {}  # kept only with on_pattern
 
     # -- subscribe -----------------------------------------------------------------------
     def subscribe(
@@ -144,7 +157,7 @@ class EventBus:
         )
         self._subs[sub_id] = sub
         for p in dict.fromkeys(patterns):
-            self._index.add(p, sub)
+            self._index_add(p, sub)
             sub._patterns.append(p)
         self._gen += 1
         if callback is not None:
@@ -181,16 +194,37 @@ class EventBus:
             raise SubscriptionClosed(sub.id, sub.close_reason)
         if pattern in sub._patterns:
             raise UsageError(f"subscription {sub.id} is already subscribed to {pattern!r}")
-        self._index.add(pattern, sub)
+        self._index_add(pattern, sub)
         sub._patterns.append(pattern)
         self._gen += 1
 
     def _remove_pattern(self, sub: Subscription, pattern: str) -> None:
         if pattern not in sub._patterns:
             raise UsageError(f"subscription {sub.id} is not subscribed to {pattern!r}")
-        self._index.remove(pattern, sub)
+        self._index_remove(pattern, sub)
         sub._patterns.remove(pattern)
         self._gen += 1
+
+    def _index_add(self, pattern: str, sub: Subscription) -> None:
+        self._index.add(pattern, sub)
+        if self._on_pattern is not None:
+            refs = self._pattern_refs.get(pattern, 0)
+            self._pattern_refs[pattern] = refs + 1
+            if not refs:
+                self._on_pattern(pattern, True)
+
+    def _index_remove(self, pattern: str, sub: Subscription) -> None:
+        self._index.remove(pattern, sub)
+        if self._on_pattern is not None:
+            refs = self._pattern_refs.pop(pattern, 0) - 1
+            if refs > 0:
+                self._pattern_refs[pattern] = refs
+            else:
+                self._on_pattern(pattern, False)
+
+    def patterns(self) -> list[str]:
+        """The patterns some open subscription holds (tracked on a bus made with ``on_pattern``)."""
+        return list(self._pattern_refs)
 
     def unsubscribe(self, subscription_id: str) -> bool:
         """Close the subscription with this id. Returns whether it existed (and was open)."""
@@ -203,7 +237,7 @@ class EventBus:
     def _close_subscription(self, sub: Subscription, reason: str) -> None:
         if self._subs.pop(sub.id, None) is not None:
             for p in sub._patterns:
-                self._index.remove(p, sub)
+                self._index_remove(p, sub)
             self._gen += 1
         sub._shutdown(reason)
 

@@ -15,6 +15,8 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from loom.errors import InvalidEvent, PayloadError
+
 __all__ = ["Event", "new_event_id"]
 
 _id_counter = itertools.count()
@@ -44,7 +46,7 @@ def _check(type: object, payload: object, priority: object, confidence: object, 
     if type.__class__ is not str:
         raise TypeError(f"Event.type must be str, got {type.__class__.__name__}")
     if not type:
-        raise ValueError("Event.type must not be empty")
+        raise InvalidEvent("Event.type must not be empty")
     if payload.__class__ is not bytes:
         if isinstance(payload, bytearray | memoryview):
             payload = bytes(payload)
@@ -56,11 +58,11 @@ def _check(type: object, payload: object, priority: object, confidence: object, 
     if priority.__class__ is not int:
         raise TypeError(f"Event.priority must be int, got {priority.__class__.__name__}")
     if not 0 <= priority <= 100:  # type: ignore[operator]
-        raise ValueError(f"Event.priority must be within 0..100, got {priority}")
+        raise InvalidEvent(f"Event.priority must be within 0..100, got {priority}")
     if not isinstance(confidence, float | int) or isinstance(confidence, bool):
         raise TypeError(f"Event.confidence must be a float, got {confidence.__class__.__name__}")
     if not 0.0 <= confidence <= 1.0:
-        raise ValueError(f"Event.confidence must be within 0.0..1.0, got {confidence}")
+        raise InvalidEvent(f"Event.confidence must be within 0.0..1.0, got {confidence}")
     if source.__class__ is not str:
         raise TypeError(f"Event.source must be str, got {source.__class__.__name__}")
     return payload, float(confidence)  # type: ignore[return-value]
@@ -88,7 +90,7 @@ class Event:
 
     Raises:
         TypeError: a field has the wrong type (e.g. a non-str metadata value, str payload).
-        ValueError: a value is out of range (priority, confidence) or ``type`` is empty.
+        InvalidEvent: a value is out of range (priority, confidence) or ``type`` is empty (a LoomError and ValueError).
     """
 
     __slots__ = (
@@ -194,23 +196,23 @@ class Event:
         """The payload decoded as JSON.
 
         Raises:
-            ValueError: the payload is not valid UTF-8 JSON (the message says which event).
+            PayloadError: the payload is not valid UTF-8 JSON (the message says which event; a ValueError).
         """
         try:
             return _json.loads(self.payload)
         except (UnicodeDecodeError, ValueError) as exc:
-            raise ValueError(f"payload of event {self.id} ({self.type}) is not JSON: {exc}") from exc
+            raise PayloadError(f"payload of event {self.id} ({self.type}) is not JSON: {exc}") from exc
 
     def text(self) -> str:
         """The payload decoded as UTF-8.
 
         Raises:
-            ValueError: the payload is not valid UTF-8.
+            PayloadError: the payload is not valid UTF-8 (a ValueError).
         """
         try:
             return self.payload.decode()
         except UnicodeDecodeError as exc:
-            raise ValueError(f"payload of event {self.id} ({self.type}) is not UTF-8: {exc}") from exc
+            raise PayloadError(f"payload of event {self.id} ({self.type}) is not UTF-8: {exc}") from exc
 
     def replace(self, **changes: Any) -> Event:
         """A copy with ``changes`` applied (validated like the constructor). ``id`` is kept."""
@@ -259,7 +261,7 @@ class Event:
         a zero timestamp becomes now, priority is clamped into 0..100 and confidence into 0..1.
 
         Raises:
-            ValueError: confidence is NaN.
+            InvalidEvent: confidence is NaN (a LoomError and ValueError).
         """
         self = cls.__new__(cls)
         self.id = msg.id or f"{_id_prefix}{next(_id_counter) & 0xFFFFFFFFFFFF:012x}"
@@ -271,7 +273,7 @@ class Event:
         confidence = msg.confidence
         if not 0.0 <= confidence <= 1.0:
             if confidence != confidence:
-                raise ValueError("Event.confidence is NaN")
+                raise InvalidEvent("Event.confidence is NaN")
             confidence = 0.0 if confidence < 0.0 else 1.0
         self.confidence = confidence
         self.tags = list(msg.tags)

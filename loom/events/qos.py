@@ -43,3 +43,12 @@ class DropReason(StrEnum):
     SAMPLED = "sampled"
     COALESCED = "coalesced"
     CONSUMER_GONE = "consumer_gone"
+    AGENT_STOPPED = "agent_stopped"
+    """Queued for an agent that stopped before handling it."""
+    TOO_LARGE = "too_large"
+    """Bigger than the message limit of the stream it had to cross (the bridge)."""
+    DISCONNECTED = "disconnected"
+    """For a bridged agent whose stream was down: beyond what is kept for its return, or all of
+    it when it did not come back in time."""
+    CLOSED = "closed"
+    """Queued when its subscription was closed for good with nobody left to read it."""

@@ -42,6 +42,7 @@ class DeliveryQueue:
         "_delivered",
         "_getters",
         "_head",
+        "_held",
         "_high_water",
         "_keys",
         "_latency",
@@ -62,6 +63,7 @@ class DeliveryQueue:
         self._closed = False
         self.close_reason = ""
         self._consumer: asyncio.Task[Any] | None = None
+        self._held: str | None = None  # while set, a full queue drops (counted with this reason) instead of waiting
         self._head = 0  # absolute index of the queue's first item
         self._delivered = 0
         self._high_water = 0
@@ -197,6 +199,10 @@ class DeliveryQueue:
         """The reader ended while publishers wait for room (the subclass closes the queue)."""
         raise NotImplementedError
 
+    def _drop_held(self, item: Delivery) -> int:
+        """A full held queue refuses ``item`` (the subclass counts it); returns 0."""
+        raise NotImplementedError
+
     def _append(self, item: Delivery) -> int:
         q = self._queue
         q.append(item)
@@ -233,19 +239,9 @@ class DeliveryQueue:
                 raise
             if self._closed:
                 return 0
+            if self._held is not None and len(self._queue) >= self._maxsize:
+                return self._drop_held(item)
         return self._append(item)
-
-    def _shutdown(self, reason: str) -> None:
-        """Mark closed and wake every waiter (called by the bus, which unindexes it)."""
-        if self._closed:
-            return
-        self._closed = True
-        self.close_reason = reason
-        for waiters in (self._getters, self._putters):
-            while waiters:
-                fut = waiters.popleft()
-                if not fut.done():
-                    fut.set_result(None)
 
     def _shutdown(self, reason: str) -> None:
         """Mark closed and wake every waiter."""

@@ -176,7 +176,11 @@ class Subscription(DeliveryQueue):
             self._bus._close_subscription(self, "consumer_gone")
             return 0
         if self.qos is not QoS.REALTIME:
-            return -1 if full else self._append(item)
+            if not full:
+                return self._append(item)
+            if self._held is not None:
+                return self._drop_held(item, route)
+            return -1
         policy = self._overflow
         if policy is Overflow.COALESCE:
             # The queue never holds two events with the same key: a newer one takes the older's place.
@@ -207,8 +211,8 @@ class Subscription(DeliveryQueue):
         self._count_drop(DropReason.SAMPLED, route)
         return 0
 
-    def _count_drop(self, reason: DropReason, route: _Route | None, n: int = 1) -> None:
-        key = reason.value  # plain str keys: readable reprs and JSON
+    def _count_drop(self, reason: DropReason | str, route: _Route | None, n: int = 1) -> None:
+        key = str(reason)  # plain str keys: readable reprs and JSON
         self._dropped[key] = self._dropped.get(key, 0) + n
         if route is not None:
             route.dropped[key] = route.dropped.get(key, 0) + n
@@ -217,10 +221,51 @@ class Subscription(DeliveryQueue):
         self._count_drop(DropReason.CONSUMER_GONE, None, waiting_publishers)
         self._bus._close_subscription(self, "consumer_gone")
 
+    def _drop_held(self, item: Delivery, route: _Route | None = None) -> int:
+        reason = self._held
+        assert reason is not None
+        self._count_drop(reason, route if route is not None else self._bus._routes.get(item.topic))  # type: ignore[arg-type]
+        return 0
+
     # -- lifecycle -----------------------------------------------------------------------
-    def close(self) -> None:
-        """Stop deliveries. Queued events can still be read; then iteration ends. Idempotent."""
+    def hold(self, reason: DropReason | str) -> None:
+        """Until :meth:`release`, a full BATCHED/BACKGROUND queue drops new events (counted as
+        ``reason``) instead of making publishers wait, and publishers already waiting drop theirs:
+        for a consumer that is away for a while (a bridged agent reconnecting). REALTIME keeps
+        its overflow policy."""
+        self._held = str(reason)
+        putters = self._putters
+        while putters:
+            fut = putters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+
+    def release(self) -> None:
+        """End :meth:`hold`: publishers wait for room again."""
+        self._held = None
+
+    @property
+    def held(self) -> str | None:
+        """The drop reason while held, else ``None``."""
+        return self._held
+
+    def close(self, *, discard: DropReason | str | None = None) -> int:
+        """Stop deliveries. Queued events can still be read, then iteration ends; with ``discard``
+        they are dropped instead, each counted with that reason (nobody will read them). Returns
+        how many were discarded. Idempotent."""
         self._bus._close_subscription(self, "closed")
+        return self.discard(discard) if discard is not None else 0
+
+    def discard(self, reason: DropReason | str) -> int:
+        """Drop everything queued, counting each event as dropped with ``reason`` (on this
+        subscription and on its topic). Returns how many."""
+        routes = self._bus._routes
+        n = 0
+        while self._queue:
+            item = self._pop()
+            self._count_drop(reason, routes.get(item.topic))  # type: ignore[arg-type]
+            n += 1
+        return n
 
     async def __aenter__(self) -> Subscription:
         return self

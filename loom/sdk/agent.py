@@ -18,6 +18,7 @@ from loom.sdk.capability import Capability, get_capability
 from loom.sdk.context import Context
 
 if TYPE_CHECKING:
+    from loom.agents.managed import ManagedAgent
     from loom.agents.state import AgentState
     from loom.events.event import Event
     from loom.runtime import Loom
@@ -93,18 +94,28 @@ class Agent:
         self._address = address
         self._token = token
         self._transport: Transport | None = None
+        self._core: ManagedAgent | None = None  # the running agent core (in this process either way)
         self.ctx = Context(self)
 
     @property
     def running(self) -> bool:
-        return self._transport is not None
+        return self._core is not None
+
+    @property
+    def core(self) -> ManagedAgent:
+        """The agent's core: counters, status, mailbox (what ``rt.agents[id]`` shows in-process).
+
+        Raises:
+            UsageError: the agent is not started.
+        """
+        if self._core is None:
+            raise UsageError(f"agent {self.agent_id!r} is not started: `await agent.start()` first")
+        return self._core
 
     @property
     def state(self) -> AgentState:
         """The agent's state (persistent and ephemeral parts)."""
-        if self._transport is None:
-            raise UsageError(f"agent {self.agent_id!r} is not started")
-        return self._transport.state(self)
+        return self.core.state
 
     async def start(self) -> Agent:
         """Join the runtime and start handling events. Re-starting a running agent is a no-op.
@@ -120,7 +131,7 @@ class Agent:
         transport = self._choose_transport()
         self._transport = transport
         try:
-            await transport.attach(self)
+            self._core = await transport.attach(self)
         except BaseException:
             self._transport = None
             raise
@@ -134,9 +145,10 @@ class Agent:
         from loom.sdk.transport import LocalTransport
 
         address = self._address
-        if address is None and self._runtime is None:
+        runtime = self._runtime
+        if address is None and runtime is None:
             try:
-                return LocalTransport(current(), caller=f"agent.{self.agent_id}")
+                runtime = current()
             except NoRuntime:
                 address = os.environ.get("LOOM_BRIDGE_ADDR")
                 if not address:
@@ -148,7 +160,8 @@ class Agent:
             from loom.bridge.client import BridgeTransport
 
             return BridgeTransport(address, token=self._token)
-        return LocalTransport(self._runtime, caller=f"agent.{self.agent_id}")  # type: ignore[arg-type]
+        assert runtime is not None
+        return LocalTransport(runtime.agents, runtime.tools)
 
     async def run(self) -> None:
         """Start, handle events until SIGINT or SIGTERM, then stop (for agent scripts)."""
@@ -170,7 +183,10 @@ class Agent:
         """Leave the runtime (the current handler is cancelled). Idempotent."""
         transport, self._transport = self._transport, None
         if transport is not None:
-            await transport.detach(self)
+            try:
+                await transport.detach(self)
+            finally:
+                self._core = None
 
     async def _on_shutdown(self) -> None:
         """Hook for subclasses: called once when the agent stops."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from loom.collab.collaborator import make_event
+from loom.collab.collaborator import Collaborator, make_event
 from loom.collab.contract_net import contract_net, proposal_score
 from loom.collab.strategy import BarrierResult, ContractNetResult, FanoutResult, Strategy
 from loom.errors import UsageError
@@ -13,6 +13,7 @@ from loom.events.envelope import Envelope, agent_reply_topic
 from loom.events.event import Event, new_event_id
 
 if TYPE_CHECKING:
+    from loom.agents.managed import ManagedAgent
     from loom.agents.state import AgentState
     from loom.sdk.agent import Agent
 
@@ -49,18 +50,25 @@ def _ms(value: float, name: str) -> float:
 
 
 class Context:
-    """The agent's handle on the runtime; the same in-process and over the bridge."""
+    """The agent's handle on the runtime; the same in-process and over the bridge (it talks to the
+    agent's core and the core's link, never to a transport)."""
 
     def __init__(self, agent: Agent) -> None:
         self._agent = agent
-        self._collab: tuple[Any, Any] | None = None  # (transport, its Collaborator), reused per call
+        self._collab: Collaborator | None = None  # of the current core, reused per call
 
-    def _collaborator(self) -> Any:
-        transport = self._transport()
-        cached = self._collab
-        if cached is None or cached[0] is not transport:
-            cached = self._collab = (transport, transport.collaborator(self._agent))
-        return cached[1]
+    def _core(self) -> ManagedAgent:
+        core = self._agent._core
+        if core is None:
+            raise UsageError(f"agent {self.agent_id!r} is not started: `await agent.start()` first")
+        return core
+
+    def _collaborator(self) -> Collaborator:
+        core = self._core()
+        collab = self._collab
+        if collab is None or collab._agent is not core:
+            collab = self._collab = Collaborator(core.link, core.sender, agent=core)
+        return collab
 
     @property
     def agent_id(self) -> str:
@@ -69,13 +77,7 @@ class Context:
     @property
     def state(self) -> AgentState:
         """The agent's state (``state.persistent`` is saved after each event that changed it)."""
-        return self._agent.state
-
-    def _transport(self) -> Any:
-        transport = self._agent._transport
-        if transport is None:
-            raise UsageError(f"agent {self.agent_id!r} is not started: `await agent.start()` first")
-        return transport
+        return self._core().state
 
     # -- publishing ----------------------------------------------------------------------
     async def emit(
@@ -103,7 +105,7 @@ class Context:
                 ttl=thread.envelope.ttl,
                 hop=thread.envelope.hop,
             )
-        return await self._transport().publish(self._agent, topic, event, envelope)
+        return await self._core().publish_as(topic, event, envelope, fresh=envelope is not None)
 
     def thread(self, event: Event) -> Thread:
         """The conversation ``event`` belongs to (its ``thread_id``; a fresh event starts its own)."""
@@ -136,7 +138,7 @@ class Context:
         src = thread.envelope
         me = self._agent.agent_id
         envelope = Envelope(thread.id, src.correlation_id, "", f"agent.{me}.replies", src.ttl, src.hop)
-        return await self._transport().publish(self._agent, src.reply_to, event, envelope)
+        return await self._core().publish_as(src.reply_to, event, envelope, fresh=True)
 
     async def propose(self, thread: Thread, proposal: Any = None, *, score: float) -> int:
         """Bid in a contract-net round (reply to a ``collab.cfp`` with a score)."""
@@ -151,10 +153,18 @@ class Context:
         *,
         first_k: int = 1,
         timeout_ms: float = 5000,
+        type: str = "collab.request",
         raise_on_timeout: bool = False,
     ) -> Event | list[Event] | None:
         """Ask ``topic`` within ``thread``: the first reply (``None`` on timeout), or up to
-        ``first_k`` replies as a list (partial on timeout) when ``first_k > 1``.
+        ``first_k`` replies as a list (partial on timeout) when ``first_k > 1``. The request is an
+        event of type ``type`` (as upstream's SDK lets you name it; the replier answers with
+        ``ctx.reply``, which correlates whatever the type).
+
+        Raises:
+            NoSubscribers: nothing subscribes to ``topic``: no reply can come (raised at once).
+            RequestTimeout: no reply in time, when ``raise_on_timeout``.
+            RuntimeStopped: the runtime (or this agent) stopped while waiting.
         """
         collab = self._collaborator()
         thread_id = thread.id if thread is not None else None
@@ -163,7 +173,7 @@ class Context:
             raise UsageError(f"first_k must be an int >= 1, got {first_k!r}")
         if first_k == 1:
             return await collab.request_reply(
-                topic, payload, timeout=timeout, thread_id=thread_id, raise_on_timeout=raise_on_timeout
+                topic, payload, timeout=timeout, thread_id=thread_id, type=type, raise_on_timeout=raise_on_timeout
             )
         result = await collab.fanout_fanin(
             [topic],
@@ -171,6 +181,7 @@ class Context:
             strategy=Strategy.first_k(first_k),
             timeout=timeout,
             thread_id=thread_id,
+            type=type,
             raise_on_timeout=raise_on_timeout,
         )
         return result.replies
@@ -253,19 +264,33 @@ class Context:
 
         Raises:
             ToolError: ``NOT_FOUND``, ``INVALID_PARAMS``, ``CAPABILITY_ERROR``, ``ACTION_TIMEOUT``.
+            RuntimeStopped: the runtime stopped during the call.
         """
-        return await self._transport().invoke(name, dict(args or {}), version, _ms(timeout_ms, "timeout_ms"))
+        core = self._core()
+        timeout = _ms(timeout_ms, "timeout_ms")
+        result = await core.link.invoke(name, dict(args or {}), version=version, timeout=timeout, caller=core.sender)
+        return result.unwrap()
 
     # -- subscriptions -------------------------------------------------------------------
     def subscribe(self, pattern: str) -> None:
-        """Join ``pattern`` at run time (e.g. a thread's broadcast topic)."""
-        self._transport().subscribe(self._agent, pattern)
+        """Join ``pattern`` at run time (e.g. a thread's broadcast topic).
+
+        Raises:
+            InvalidTopic: malformed. UsageError: already subscribed to exactly this pattern.
+        """
+        self._core().subscribe(pattern)
 
     def unsubscribe(self, pattern: str) -> None:
-        self._transport().unsubscribe(self._agent, pattern)
+        """Leave ``pattern``.
+
+        Raises:
+            UsageError: not subscribed, or the agent's private reply topic.
+        """
+        self._core().unsubscribe(pattern)
 
     def subscriptions(self) -> list[str]:
-        return self._transport().subscriptions(self._agent)
+        """The agent's patterns (its reply topic first)."""
+        return list(self._core().topics)
 
     def new_thread(self) -> Thread:
         """A fresh conversation started by this agent."""

@@ -1,128 +1,104 @@
 """The seam between the SDK's Agent/Context and a runtime.
 
-:class:`LocalTransport` talks to a :class:`loom.Loom` in this process: no serialisation, the
-agent is an actor of the runtime's AgentRuntime. A gRPC transport (the bridge) implements the
-same protocol so that handler code runs unchanged in another process.
+A transport attaches an :class:`~loom.sdk.agent.Agent` somewhere and hands back its agent core
+(:class:`~loom.agents.managed.ManagedAgent`); from then on :class:`~loom.sdk.context.Context`
+talks to the core and its link only, so handler code runs the same everywhere.
+:class:`LocalTransport` attaches to a :class:`loom.Loom` in this process (no serialisation);
+:class:`loom.bridge.client.BridgeTransport` runs the core in this process and links it to a
+runtime in another one through the bridge.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from loom.collab.collaborator import Collaborator
-from loom.errors import LoomError, ToolError
-from loom.events.envelope import Envelope
-from loom.events.event import Event
+from loom.errors import LoomError
 
 if TYPE_CHECKING:
-    from loom.agents.runtime import ManagedAgent
+    from loom.agents.managed import ManagedAgent
+    from loom.agents.runtime import AgentRuntime
     from loom.agents.state import AgentState
-    from loom.runtime import Loom
+    from loom.events.event import Event
     from loom.sdk.agent import Agent
+    from loom.tools.registry import ToolRegistry
 
-__all__ = ["LocalTransport", "Transport"]
+__all__ = ["LocalTransport", "SdkBehavior", "Transport", "start_agent"]
 
 
 class Transport(Protocol):
-    """What an :class:`~loom.sdk.agent.Agent` needs from a runtime, local or remote."""
+    """Where an :class:`~loom.sdk.agent.Agent` runs."""
 
-    async def attach(self, agent: Agent) -> None: ...
+    async def attach(self, agent: Agent) -> ManagedAgent:
+        """Start the agent; returns its running core.
 
-    async def detach(self, agent: Agent) -> None: ...
+        Raises:
+            LoomError: it could not start (``on_init`` failed, the bridge refused it, ...).
+        """
+        ...
 
-    async def publish(self, agent: Agent, topic: str, event: Event, envelope: Envelope | None) -> int: ...
-
-    def collaborator(self, agent: Agent) -> Collaborator: ...
-
-    async def invoke(self, name: str, args: Mapping[str, Any], version: str | None, timeout: float) -> Any: ...
-
-    def subscribe(self, agent: Agent, pattern: str) -> None: ...
-
-    def unsubscribe(self, agent: Agent, pattern: str) -> None: ...
-
-    def subscriptions(self, agent: Agent) -> list[str]: ...
-
-    def state(self, agent: Agent) -> AgentState: ...
+    async def detach(self, agent: Agent) -> None:
+        """Stop the agent (its ``on_shutdown`` runs). Idempotent."""
+        ...
 
 
-class _SdkBehavior:
-    """Adapts an SDK handler ``on_event(ctx, topic, event)`` to the runtime's AgentBehavior."""
+class SdkBehavior:
+    """Adapts an SDK handler ``on_event(ctx, topic, event)`` to the core's AgentBehavior."""
 
-    __slots__ = ("_agent",)
+    __slots__ = ("agent",)
 
     def __init__(self, agent: Agent) -> None:
-        self._agent = agent
+        self.agent = agent
 
     async def on_event(self, event: Event, state: AgentState) -> None:
-        handler = self._agent.on_event
+        handler = self.agent.on_event
         if handler is not None:
-            result = handler(self._agent.ctx, state.topic, event)
+            result = handler(self.agent.ctx, state.topic, event)
             if result.__class__ is CoroutineType or (result is not None and inspect.isawaitable(result)):
                 await result
 
     async def on_shutdown(self) -> None:
-        await self._agent._on_shutdown()
+        await self.agent._on_shutdown()
+
+
+async def start_agent(agents: AgentRuntime, agent: Agent) -> ManagedAgent:
+    """Create ``agent``'s core in ``agents`` (replacing one with its id) and start it: the one way
+    both transports start an SDK agent.
+
+    Raises:
+        LoomError: ``on_init`` failed (the core stays, ``failed``, with the cause in ``last_error``).
+    """
+    core = await agents.create(
+        agent.agent_id,
+        SdkBehavior(agent),
+        topics=agent.topics,
+        capabilities=[c.name for c in agent.capabilities],
+        mailbox_size=agent.mailbox_size,
+        restart=agent.restart,
+    )
+    await core.start()
+    if core.status == "failed":
+        raise LoomError(f"agent {agent.agent_id!r} failed to start: {core.last_error}")
+    return core
 
 
 class LocalTransport:
-    """An agent inside the runtime of this process."""
+    """An agent inside the runtime of this process: an actor of its AgentRuntime, its capabilities
+    tools of its ToolRegistry."""
 
-    def __init__(self, rt: Loom, caller: str = "") -> None:
-        self.rt = rt
-        self._caller = caller
+    def __init__(self, agents: AgentRuntime, tools: ToolRegistry) -> None:
+        self.agents = agents
+        self.tools = tools
 
-    def _managed(self, agent: Agent) -> ManagedAgent:
-        return self.rt.agents[agent.agent_id]
-
-    async def attach(self, agent: Agent) -> None:
-        agents = self.rt.agents
-        await agents.create(
-            agent.agent_id,
-            _SdkBehavior(agent),
-            topics=agent.topics,
-            capabilities=[c.name for c in agent.capabilities],
-            mailbox_size=agent.mailbox_size,
-            restart=agent.restart,
-        )
-        self.rt.tools.unregister_owner(agent.agent_id)
+    async def attach(self, agent: Agent) -> ManagedAgent:
+        self.tools.unregister_owner(agent.agent_id)
         for cap in agent.capabilities:  # an agent's capabilities are tools of the runtime
-            self.rt.tools.register(cap, provider="local", owner=agent.agent_id)
-        managed = await agents.start(agent.agent_id)
-        if managed.status == "failed":
-            raise LoomError(f"agent {agent.agent_id!r} failed to start: {managed.last_error}")
+            self.tools.register(cap, provider="local", owner=agent.agent_id)
+        return await start_agent(self.agents, agent)
 
     async def detach(self, agent: Agent) -> None:
-        managed = self.rt.agents.get(agent.agent_id)
-        if managed is not None and managed.behavior.__class__ is _SdkBehavior and managed.behavior._agent is agent:
-            await self.rt.agents.delete(agent.agent_id)
-            self.rt.tools.unregister_owner(agent.agent_id)
-
-    async def publish(self, agent: Agent, topic: str, event: Event, envelope: Envelope | None) -> int:
-        # Context builds a fresh event for every publish, so the envelope may be written in place.
-        return await self.rt.agents.publish_as(agent.agent_id, topic, event, envelope=envelope, _fresh=True)
-
-    def collaborator(self, agent: Agent) -> Collaborator:
-        return Collaborator(self.rt.bus, f"agent.{agent.agent_id}", agents=self.rt.agents, agent=self._managed(agent))
-
-    async def invoke(self, name: str, args: Mapping[str, Any], version: str | None, timeout: float) -> Any:
-        tool = self.rt.tools.get(name)
-        if version and tool is not None and getattr(tool, "version", version) != version:
-            have = getattr(tool, "version", "?")
-            raise ToolError("NOT_FOUND", name, f"{name!r} is offered in version {have!r}, not {version!r}")
-        result = await self.rt.tools.invoke(name, args, timeout=timeout, caller=self._caller)
-        return result.unwrap()
-
-    def subscribe(self, agent: Agent, pattern: str) -> None:
-        self.rt.agents.subscribe(agent.agent_id, pattern)
-
-    def unsubscribe(self, agent: Agent, pattern: str) -> None:
-        self.rt.agents.unsubscribe(agent.agent_id, pattern)
-
-    def subscriptions(self, agent: Agent) -> list[str]:
-        return self.rt.agents.subscriptions(agent.agent_id)
-
-    def state(self, agent: Agent) -> AgentState:
-        return self._managed(agent).state
+        core = self.agents.get(agent.agent_id)
+        if core is not None and isinstance(core.behavior, SdkBehavior) and core.behavior.agent is agent:
+            await self.agents.delete(agent.agent_id)
+            self.tools.unregister_owner(agent.agent_id)

@@ -3,7 +3,9 @@
 ``invoke`` validates the arguments against the tool's schema before calling, applies the timeout
 (30 s by default) and cancels the work when it passes, de-duplicates by ``call_id``, honours a
 per-tool concurrency limit, maps every failure to a coded :class:`ToolResult`, and publishes
-``tool.call`` / ``tool.result`` events on the bus so inspectors can show each invocation.
+``tool.call`` / ``tool.result`` events on the bus so inspectors can show each invocation. A call
+runs inside the owner's guard: when the runtime stops, the work is cancelled and the caller gets
+RuntimeStopped at once.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ import asyncio
 import json
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from loom._supervisor import Guard, Supervisor
 from loom.errors import ToolError, UsageError
 from loom.events.event import Event, new_event_id
+from loom.tools.once import CallOnce
 from loom.tools.result import ErrorCode, ToolResult, ToolStatus
 from loom.tools.tool import Tool
 
@@ -29,7 +32,6 @@ __all__ = ["ToolRegistry", "ToolStats"]
 
 log = logging.getLogger("loom.tools")
 DEFAULT_TIMEOUT = 30.0
-_IDEMPOTENCY_CACHE = 1024
 
 
 @dataclass(slots=True)
@@ -62,40 +64,34 @@ def _as_tool(obj: Any) -> Tool:
 
 
 class ToolRegistry:
-    """Named tools from every provider (native, agents' capabilities, MCP servers, remote agents)."""
+    """Named tools from every provider (native, agents' capabilities, MCP servers, remote agents).
 
-    def __init__(self, bus: EventBus | None = None, *, default_timeout: float = DEFAULT_TIMEOUT) -> None:
+    Args:
+        bus: where ``tool.call`` / ``tool.result`` events go (none without it).
+        supervisor: whose stop ends calls in flight with RuntimeStopped (the runtime's; a private
+            one for a standalone registry, stopped by :meth:`aclose`).
+        default_timeout: seconds a call may take when the caller gives none.
+    """
+
+    def __init__(
+        self,
+        bus: EventBus | None = None,
+        *,
+        supervisor: Supervisor | None = None,
+        default_timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
         self._bus = bus
+        self._owns_supervisor = supervisor is None
+        self._supervisor = supervisor or Supervisor("loom.tools")
         self.default_timeout = default_timeout
         self._entries: dict[str, _Entry] = {}
-        self._results: OrderedDict[str, ToolResult] = OrderedDict()
-        self._inflight: dict[str, asyncio.Future[ToolResult]] = {}
+        self._once: CallOnce[ToolResult] = CallOnce()  # idempotency by call_id
         self._listeners: list[Callable[[], None]] = []
-        self.mcp: Any = None  # the runtime's McpManager (set by Loom)
-
-    # -- MCP servers (delegated to the runtime's McpManager) -----------------------------
-    async def add_mcp_server(self, name: str | None = None, **spec: Any) -> list[str]:
-        """Connect an MCP server; its tools appear as ``<name>:<tool>``. See :class:`~loom.tools.mcp.McpManager`."""
-        return await self._mcp().add(name, **spec)
-
-    async def remove_mcp_server(self, name: str) -> bool:
-        return await self._mcp().remove(name)
-
-    async def reconnect_mcp_server(self, name: str) -> list[str]:
-        return await self._mcp().reconnect(name)
-
-    def mcp_servers(self) -> list[dict[str, Any]]:
-        return self._mcp().describe()
-
-    def _mcp(self) -> Any:
-        if self.mcp is None:
-            raise UsageError("this ToolRegistry has no runtime: MCP servers are managed by a running loom.Loom")
-        return self.mcp
 
     async def aclose(self) -> None:
-        """Disconnect MCP servers and close the tools' HTTP clients."""
-        if self.mcp is not None:
-            await self.mcp.aclose()
+        """Close the tools' own resources (HTTP clients); a standalone registry also ends calls in flight."""
+        if self._owns_supervisor:
+            self._supervisor.stop_waiters()
         for entry in self._entries.values():
             closer = getattr(entry.tool, "aclose", None)
             if closer is not None:
@@ -209,6 +205,7 @@ class ToolRegistry:
         name: str,
         args: Mapping[str, Any] | None = None,
         *,
+        version: str | None = None,
         timeout: float | None = None,
         call_id: str | None = None,
         caller: str = "",
@@ -217,36 +214,28 @@ class ToolRegistry:
 
         Args:
             args: the arguments (validated against the tool's schema first).
+            version: the version the caller expects; a tool offered in another one is ``NOT_FOUND``.
             timeout: seconds (default 30); on expiry the work is cancelled: ``ACTION_TIMEOUT``.
             call_id: idempotency key: a second call with the same id returns the first result.
             caller: who asks (shown on the ``tool.call`` event).
+
+        Raises:
+            RuntimeStopped: the runtime stopped before or during the call (the work is cancelled).
+            UsageError: a timeout that is not a positive number.
         """
-        if call_id is None:  # nobody can repeat this call: no idempotency bookkeeping needed
-            return await self._invoke(name, args, timeout, new_event_id(), caller)
-        done = self._results.get(call_id)
-        if done is not None:
-            return done
-        pending = self._inflight.get(call_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        fut: asyncio.Future[ToolResult] = asyncio.get_running_loop().create_future()
-        self._inflight[call_id] = fut
-        try:
-            result = await self._invoke(name, args, timeout, call_id, caller)
-            fut.set_result(result)
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # retrieved: waiters re-raise it, nobody logs "never retrieved"
-            raise
-        finally:
-            del self._inflight[call_id]
-        self._results[call_id] = result
-        if len(self._results) > _IDEMPOTENCY_CACHE:
-            self._results.popitem(last=False)
-        return result
+        async with Guard(self._supervisor):
+            if call_id is None:  # nobody can repeat this call: no idempotency bookkeeping needed
+                return await self._invoke(name, args, version, timeout, new_event_id(), caller)
+            return await self._once.run(call_id, lambda: self._invoke(name, args, version, timeout, call_id, caller))
 
     async def _invoke(
-        self, name: str, args: Mapping[str, Any] | None, timeout: float | None, call_id: str, caller: str
+        self,
+        name: str,
+        args: Mapping[str, Any] | None,
+        version: str | None,
+        timeout: float | None,
+        call_id: str,
+        caller: str,
     ) -> ToolResult:
         start = time.perf_counter()
         entry = self._entries.get(name)
@@ -256,6 +245,10 @@ class ToolRegistry:
                 None,
                 ToolResult.failure(call_id, name, ErrorCode.NOT_FOUND, f"no tool named {name!r} (registered: {known})"),
             )
+        have = getattr(entry.tool, "version", "") or ""
+        if version and have and have != version:
+            message = f"{name!r} is offered in version {have!r}, not {version!r}"
+            return self._finish(None, ToolResult.failure(call_id, name, ErrorCode.NOT_FOUND, message))
         limit = self.default_timeout if timeout is None else timeout
         if isinstance(limit, bool) or not isinstance(limit, int | float) or limit <= 0:
             raise UsageError(f"timeout must be a positive number of seconds, got {timeout!r}")

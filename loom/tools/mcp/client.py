@@ -19,7 +19,7 @@ from loom.tools.mcp.config import McpServerConfig
 from loom.tools.result import ErrorCode
 
 if TYPE_CHECKING:
-    from loom.runtime import Loom
+    from loom.tools.registry import ToolRegistry
 
 __all__ = ["McpConnection", "McpTool"]
 
@@ -73,11 +73,18 @@ def _is_broken(exc: BaseException) -> bool:
 
 
 class McpConnection:
-    """A live connection to one MCP server, owned by a runtime task."""
+    """A live connection to one MCP server, held open by a task of the runtime.
 
-    def __init__(self, config: McpServerConfig, rt: Loom) -> None:
+    Args:
+        config: the server.
+        tools: where its tools are registered (as ``<server>:<tool>``).
+        spawn: starts the runtime-owned task that holds the connection (``Supervisor.spawn``).
+    """
+
+    def __init__(self, config: McpServerConfig, tools: ToolRegistry, spawn: Any) -> None:
         self.config = config
-        self.rt = rt
+        self._tools = tools
+        self._spawn = spawn
         self.status: Status = "idle"
         self.last_error = ""
         self.server_info = ""
@@ -101,7 +108,7 @@ class McpConnection:
         self.status = "connecting"
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._stop = asyncio.Event()
-        self._task = self.rt.spawn(self._own(ready), name=f"loom.tools.mcp:{self.config.name}")
+        self._task = self._spawn(self._own(ready), name=f"loom.tools.mcp:{self.config.name}")
         try:
             async with asyncio.timeout(self.config.timeout):
                 await asyncio.shield(ready)
@@ -187,11 +194,11 @@ class McpConnection:
             if not cursor:
                 break
         owner = f"mcp:{self.config.name}"
-        self.rt.tools.unregister_owner(owner)
+        self._tools.unregister_owner(owner)
         self.tools = []
         for remote in listed:
             tool = McpTool(self, remote)
-            self.rt.tools.register(tool, provider="mcp", owner=owner)
+            self._tools.register(tool, provider="mcp", owner=owner)
             self.tools.append(tool.name)
 
     async def _watch(self, client: Any, listening: asyncio.Event) -> None:
@@ -217,7 +224,7 @@ class McpConnection:
 
         root = getattr(message, "root", message)
         if isinstance(root, types.ToolListChangedNotification) and self.status == "connected":
-            self.rt.spawn(self._refresh(), name=f"loom.tools.mcp.refresh:{self.config.name}")
+            self._spawn(self._refresh(), name=f"loom.tools.mcp.refresh:{self.config.name}")
 
     async def _refresh(self) -> None:
         try:

@@ -1,4 +1,4 @@
-"""The runtime's MCP servers: add, remove, reconnect, load a configuration."""
+"""The runtime's MCP servers (``rt.mcp``): add, remove, reconnect, load a configuration."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from loom.tools.mcp.client import McpConnection
 from loom.tools.mcp.config import McpServerConfig, parse_mcp_config, servers_from_env
 
 if TYPE_CHECKING:
-    from loom.runtime import Loom
+    from loom.tools.registry import ToolRegistry
 
 __all__ = ["McpManager"]
 
@@ -19,11 +19,37 @@ log = logging.getLogger("loom.tools.mcp")
 
 
 class McpManager:
-    """Owns one :class:`McpConnection` per configured server."""
+    """Owns one :class:`McpConnection` per configured server; a component of :class:`loom.Loom`
+    (``rt.mcp``), started after the tool registry and closed before it.
 
-    def __init__(self, rt: Loom) -> None:
-        self.rt = rt
+    Args:
+        tools: where the servers' tools are registered.
+        spawn: starts the runtime-owned tasks that hold the connections.
+        config: servers to connect at :meth:`start` (parsed ``mcpServers``); ``None`` reads
+            ``$LOOM_MCP_SERVERS`` then.
+    """
+
+    name = "mcp"
+
+    def __init__(self, tools: ToolRegistry, spawn: Any, config: Iterable[McpServerConfig] | None = None) -> None:
+        self._tools = tools
+        self._spawn = spawn
+        self._config = list(config) if config is not None else None
         self.connections: dict[str, McpConnection] = {}
+
+    async def start(self) -> None:
+        """Connect the configured servers (a server that fails is logged and skipped)."""
+        if self._config is not None:
+            await self.load(self._config)
+        else:
+            await self.load_from_env()
+
+    @property
+    def configured(self) -> bool:
+        """Whether :meth:`start` has any server to connect."""
+        import os
+
+        return bool(self._config) or (self._config is None and bool(os.environ.get("LOOM_MCP_SERVERS", "").strip()))
 
     async def add(self, name: str | None = None, *, config: McpServerConfig | None = None, **spec: Any) -> list[str]:
         """Connect a server and register its tools as ``<name>:<tool>``; returns the tool names.
@@ -37,7 +63,7 @@ class McpManager:
         """
         if config is None:
             if name is None:
-                raise UsageError("add_mcp_server needs a name (or config=)")
+                raise UsageError("rt.mcp.add needs a name (or config=)")
             if "transport" in spec and "type" not in spec:
                 spec["type"] = spec.pop("transport")
             config = parse_mcp_config({name: spec})[0]
@@ -46,7 +72,7 @@ class McpManager:
             if existing.status == "connected" and existing.config == config:
                 return existing.tools
             await self.remove(config.name)
-        conn = McpConnection(config, self.rt)
+        conn = McpConnection(config, self._tools, self._spawn)
         self.connections[config.name] = conn
         return await conn.connect()
 
@@ -56,7 +82,7 @@ class McpManager:
         if conn is None:
             return False
         await conn.close()
-        self.rt.tools.unregister_owner(f"mcp:{name}")
+        self._tools.unregister_owner(f"mcp:{name}")
         return True
 
     async def reconnect(self, name: str) -> list[str]:
@@ -94,6 +120,6 @@ class McpManager:
         return [c.describe() for c in self.connections.values()]
 
     async def aclose(self) -> None:
-        for name in list(self.connections):
-            conn = self.connections[name]
+        """Disconnect every server (their processes stopped)."""
+        for conn in list(self.connections.values()):
             await conn.close()

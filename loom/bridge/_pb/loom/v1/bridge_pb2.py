@@ -26,7 +26,7 @@ from loom.bridge._pb.loom.v1 import action_pb2 as loom_dot_v1_dot_action__pb2
 from loom.bridge._pb.loom.v1 import event_pb2 as loom_dot_v1_dot_event__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14loom/v1/bridge.proto\x12\x07loom.v1\x1a\x14loom/v1/action.proto\x1a\x13loom/v1/event.proto\"\xe8\x01\n\x14\x41gentRegisterRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x19\n\x11subscribed_topics\x18\x02 \x03(\t\x12\x33\n\x0c\x63\x61pabilities\x18\x03 \x03(\x0b\x32\x1d.loom.v1.CapabilityDescriptor\x12=\n\x08metadata\x18\x04 \x03(\x0b\x32+.loom.v1.AgentRegisterRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb0\x01\n\x15\x41gentRegisterResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12>\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32,.loom.v1.AgentRegisterResponse.FeaturesEntry\x1a/\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbb\x02\n\x0b\x43lientEvent\x12#\n\x07publish\x18\x01 \x01(\x0b\x32\x10.loom.v1.PublishH\x00\x12\x1b\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0c.loom.v1.AckH\x00\x12)\n\x04ping\x18\x03 \x01(\x0b\x32\x19.loom.v1.HeartbeatRequestH\x00\x12.\n\raction_result\x18\x04 \x01(\x0b\x32\x15.loom.v1.ActionResultH\x00\x12*\n\tsubscribe\x18\x05 \x01(\x0b\x32\x15.loom.v1.SubscriptionH\x00\x12,\n\x0bunsubscribe\x18\x06 \x01(\x0b\x32\x15.loom.v1.SubscriptionH\x00\x12.\n\rpublish_batch\x18\x07 \x01(\x0b\x32\x15.loom.v1.PublishBatchH\x00\x42\x05\n\x03msg\"/\n\x0cPublishBatch\x12\x1f\n\x05items\x18\x01 \x03(\x0b\x32\x10.loom.v1.Publish\"7\n\x07Publish\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x1d\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x0e.loom.v1.Event\"\x19\n\x03\x41\x63k\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"\x1d\n\x0cSubscription\x12\r\n\x05topic\x18\x01 \x01(\t\"\xe4\x01\n\x0bServerEvent\x12%\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x11.loom.v1.DeliveryH\x00\x12*\n\x04pong\x18\x02 \x01(\x0b\x32\x1a.loom.v1.HeartbeatResponseH\x00\x12\x1d\n\x03\x65rr\x18\x03 \x01(\x0b\x32\x0e.loom.v1.ErrorH\x00\x12*\n\x0b\x61\x63tion_call\x18\x04 \x01(\x0b\x32\x13.loom.v1.ActionCallH\x00\x12\x30\n\x0e\x64\x65livery_batch\x18\x05 \x01(\x0b\x32\x16.loom.v1.DeliveryBatchH\x00\x42\x05\n\x03msg\"1\n\rDeliveryBatch\x12 \n\x05items\x18\x01 \x03(\x0b\x32\x11.loom.v1.Delivery\"P\n\x08\x44\x65livery\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x1d\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x0e.loom.v1.Event\x12\x16\n\x0e\x63oncrete_topic\x18\x03 \x01(\t\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"(\n\x10HeartbeatRequest\x12\x14\n\x0ctimestamp_ms\x18\x01 \x01(\x03\"9\n\x11HeartbeatResponse\x12\x14\n\x0ctimestamp_ms\x18\x01 \x01(\x03\x12\x0e\n\x06status\x18\x02 \x01(\t\"/\n\x0bStreamHello\x12\r\n\x05token\x18\x01 \x01(\t\x12\x11\n\tserver_id\x18\x02 \x01(\t2\x98\x02\n\x06\x42ridge\x12N\n\rRegisterAgent\x12\x1d.loom.v1.AgentRegisterRequest\x1a\x1e.loom.v1.AgentRegisterResponse\x12=\n\x0b\x45ventStream\x12\x14.loom.v1.ClientEvent\x1a\x14.loom.v1.ServerEvent(\x01\x30\x01\x12;\n\rForwardAction\x12\x13.loom.v1.ActionCall\x1a\x15.loom.v1.ActionResult\x12\x42\n\tHeartbeat\x12\x19.loom.v1.HeartbeatRequest\x1a\x1a.loom.v1.HeartbeatResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14loom/v1/bridge.proto\x12\x07loom.v1\x1a\x14loom/v1/action.proto\x1a\x13loom/v1/event.proto\"\xe8\x01\n\x14\x41gentRegisterRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x19\n\x11subscribed_topics\x18\x02 \x03(\t\x12\x33\n\x0c\x63\x61pabilities\x18\x03 \x03(\x0b\x32\x1d.loom.v1.CapabilityDescriptor\x12=\n\x08metadata\x18\x04 \x03(\x0b\x32+.loom.v1.AgentRegisterRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb0\x01\n\x15\x41gentRegisterResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12>\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32,.loom.v1.AgentRegisterResponse.FeaturesEntry\x1a/\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe0\x02\n\x0b\x43lientEvent\x12#\n\x07publish\x18\x01 \x01(\x0b\x32\x10.loom.v1.PublishH\x00\x12\x1b\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0c.loom.v1.AckH\x00\x12)\n\x04ping\x18\x03 \x01(\x0b\x32\x19.loom.v1.HeartbeatRequestH\x00\x12.\n\raction_result\x18\x04 \x01(\x0b\x32\x15.loom.v1.ActionResultH\x00\x12*\n\tsubscribe\x18\x05 \x01(\x0b\x32\x15.loom.v1.SubscriptionH\x00\x12,\n\x0bunsubscribe\x18\x06 \x01(\x0b\x32\x15.loom.v1.SubscriptionH\x00\x12.\n\rpublish_batch\x18\x07 \x01(\x0b\x32\x15.loom.v1.PublishBatchH\x00\x12#\n\x07goodbye\x18\x08 \x01(\x0b\x32\x10.loom.v1.GoodbyeH\x00\x42\x05\n\x03msg\"\t\n\x07Goodbye\"/\n\x0cPublishBatch\x12\x1f\n\x05items\x18\x01 \x03(\x0b\x32\x10.loom.v1.Publish\"M\n\x07Publish\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x1d\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x0e.loom.v1.Event\x12\x14\n\x0c\x65xpect_reply\x18\x03 \x01(\x08\"\x19\n\x03\x41\x63k\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"\x1d\n\x0cSubscription\x12\r\n\x05topic\x18\x01 \x01(\t\"\xe4\x01\n\x0bServerEvent\x12%\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x11.loom.v1.DeliveryH\x00\x12*\n\x04pong\x18\x02 \x01(\x0b\x32\x1a.loom.v1.HeartbeatResponseH\x00\x12\x1d\n\x03\x65rr\x18\x03 \x01(\x0b\x32\x0e.loom.v1.ErrorH\x00\x12*\n\x0b\x61\x63tion_call\x18\x04 \x01(\x0b\x32\x13.loom.v1.ActionCallH\x00\x12\x30\n\x0e\x64\x65livery_batch\x18\x05 \x01(\x0b\x32\x16.loom.v1.DeliveryBatchH\x00\x42\x05\n\x03msg\"1\n\rDeliveryBatch\x12 \n\x05items\x18\x01 \x03(\x0b\x32\x11.loom.v1.Delivery\"P\n\x08\x44\x65livery\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x1d\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x0e.loom.v1.Event\x12\x16\n\x0e\x63oncrete_topic\x18\x03 \x01(\t\"\x84\x01\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12,\n\x07\x64\x65tails\x18\x03 \x03(\x0b\x32\x1b.loom.v1.Error.DetailsEntry\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"(\n\x10HeartbeatRequest\x12\x14\n\x0ctimestamp_ms\x18\x01 \x01(\x03\"9\n\x11HeartbeatResponse\x12\x14\n\x0ctimestamp_ms\x18\x01 \x01(\x03\x12\x0e\n\x06status\x18\x02 \x01(\t\"/\n\x0bStreamHello\x12\r\n\x05token\x18\x01 \x01(\t\x12\x11\n\tserver_id\x18\x02 \x01(\t2\x98\x02\n\x06\x42ridge\x12N\n\rRegisterAgent\x12\x1d.loom.v1.AgentRegisterRequest\x1a\x1e.loom.v1.AgentRegisterResponse\x12=\n\x0b\x45ventStream\x12\x14.loom.v1.ClientEvent\x1a\x14.loom.v1.ServerEvent(\x01\x30\x01\x12;\n\rForwardAction\x12\x13.loom.v1.ActionCall\x1a\x15.loom.v1.ActionResult\x12\x42\n\tHeartbeat\x12\x19.loom.v1.HeartbeatRequest\x1a\x1a.loom.v1.HeartbeatResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,6 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENTREGISTERREQUEST_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_AGENTREGISTERRESPONSE_FEATURESENTRY']._loaded_options = None
   _globals['_AGENTREGISTERRESPONSE_FEATURESENTRY']._serialized_options = b'8\001'
+  _globals['_ERROR_DETAILSENTRY']._loaded_options = None
+  _globals['_ERROR_DETAILSENTRY']._serialized_options = b'8\001'
   _globals['_AGENTREGISTERREQUEST']._serialized_start=77
   _globals['_AGENTREGISTERREQUEST']._serialized_end=309
   _globals['_AGENTREGISTERREQUEST_METADATAENTRY']._serialized_start=262
@@ -46,29 +48,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENTREGISTERRESPONSE_FEATURESENTRY']._serialized_start=441
   _globals['_AGENTREGISTERRESPONSE_FEATURESENTRY']._serialized_end=488
   _globals['_CLIENTEVENT']._serialized_start=491
-  _globals['_CLIENTEVENT']._serialized_end=806
-  _globals['_PUBLISHBATCH']._serialized_start=808
-  _globals['_PUBLISHBATCH']._serialized_end=855
-  _globals['_PUBLISH']._serialized_start=857
-  _globals['_PUBLISH']._serialized_end=912
-  _globals['_ACK']._serialized_start=914
-  _globals['_ACK']._serialized_end=939
-  _globals['_SUBSCRIPTION']._serialized_start=941
-  _globals['_SUBSCRIPTION']._serialized_end=970
-  _globals['_SERVEREVENT']._serialized_start=973
-  _globals['_SERVEREVENT']._serialized_end=1201
-  _globals['_DELIVERYBATCH']._serialized_start=1203
-  _globals['_DELIVERYBATCH']._serialized_end=1252
-  _globals['_DELIVERY']._serialized_start=1254
-  _globals['_DELIVERY']._serialized_end=1334
-  _globals['_ERROR']._serialized_start=1336
-  _globals['_ERROR']._serialized_end=1374
-  _globals['_HEARTBEATREQUEST']._serialized_start=1376
-  _globals['_HEARTBEATREQUEST']._serialized_end=1416
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1418
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1475
-  _globals['_STREAMHELLO']._serialized_start=1477
-  _globals['_STREAMHELLO']._serialized_end=1524
-  _globals['_BRIDGE']._serialized_start=1527
-  _globals['_BRIDGE']._serialized_end=1807
+  _globals['_CLIENTEVENT']._serialized_end=843
+  _globals['_GOODBYE']._serialized_start=845
+  _globals['_GOODBYE']._serialized_end=854
+  _globals['_PUBLISHBATCH']._serialized_start=856
+  _globals['_PUBLISHBATCH']._serialized_end=903
+  _globals['_PUBLISH']._serialized_start=905
+  _globals['_PUBLISH']._serialized_end=982
+  _globals['_ACK']._serialized_start=984
+  _globals['_ACK']._serialized_end=1009
+  _globals['_SUBSCRIPTION']._serialized_start=1011
+  _globals['_SUBSCRIPTION']._serialized_end=1040
+  _globals['_SERVEREVENT']._serialized_start=1043
+  _globals['_SERVEREVENT']._serialized_end=1271
+  _globals['_DELIVERYBATCH']._serialized_start=1273
+  _globals['_DELIVERYBATCH']._serialized_end=1322
+  _globals['_DELIVERY']._serialized_start=1324
+  _globals['_DELIVERY']._serialized_end=1404
+  _globals['_ERROR']._serialized_start=1407
+  _globals['_ERROR']._serialized_end=1539
+  _globals['_ERROR_DETAILSENTRY']._serialized_start=1493
+  _globals['_ERROR_DETAILSENTRY']._serialized_end=1539
+  _globals['_HEARTBEATREQUEST']._serialized_start=1541
+  _globals['_HEARTBEATREQUEST']._serialized_end=1581
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1583
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1640
+  _globals['_STREAMHELLO']._serialized_start=1642
+  _globals['_STREAMHELLO']._serialized_end=1689
+  _globals['_BRIDGE']._serialized_start=1692
+  _globals['_BRIDGE']._serialized_end=1972
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,102 @@
+"""Link: where an agent core, and the collaboration primitives it runs, touch a bus.
+
+An agent core (:class:`~loom.agents.managed.ManagedAgent`) is written against this protocol
+only, so an agent behaves the same wherever it runs. In-process the link is
+:class:`LocalLink`: the runtime's EventBus, ToolRegistry and Supervisor. In another process the
+bridge client (:class:`loom.bridge.client.BridgeTransport`) is the link: it publishes over its
+stream, keeps a bus of its own for its subscriptions (the agent's mailbox, a barrier's listener)
+and asks the hub to forward their patterns, and invokes tools through ``ForwardAction``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from loom.errors import NoSubscribers
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from loom._supervisor import Guard, Supervisor
+    from loom.events.bus import EventBus
+    from loom.events.event import Event
+    from loom.events.subscription import Subscription
+    from loom.tools.registry import ToolRegistry
+    from loom.tools.result import ToolResult
+
+__all__ = ["Link", "LocalLink"]
+
+T = TypeVar("T")
+
+
+class Link(Protocol):
+    """What an agent core needs from the place it runs in."""
+
+    upstream: bool
+    """Also write the ``loom.``-prefixed envelope keys (peers running upstream's SDK may read them)."""
+
+    async def publish(self, topic: str, event: Event, *, request: bool = False) -> int:
+        """Publish ``event``. ``request``: a reply is expected, so a topic nothing subscribes to
+        is an error (:class:`~loom.errors.NoSubscribers`, raised here or reported to the waiting
+        request's collector, wherever the link learns it)."""
+        ...
+
+    def publish_nowait(self, topic: str, event: Event) -> int:
+        """Publish without waiting (observability and error events); what cannot go is counted."""
+        ...
+
+    def subscribe(self, patterns: str | Iterable[str], **options: Any) -> Subscription:
+        """A subscription with :meth:`EventBus.subscribe`'s options; patterns added to it later
+        (``sub.add_pattern``) are served too."""
+        ...
+
+    async def invoke(
+        self,
+        name: str,
+        args: Mapping[str, Any],
+        *,
+        version: str | None = None,
+        timeout: float | None = None,
+        caller: str = "",
+    ) -> ToolResult:
+        """Invoke a tool; failures come back in the result, never raised."""
+        ...
+
+    def guard(self) -> Guard:
+        """``async with link.guard():`` around a wait: RuntimeStopped at once when the owner stops."""
+        ...
+
+    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]: ...
+
+
+class LocalLink:
+    """The link of agents and primitives inside this process: the runtime's own parts."""
+
+    upstream = False
+
+    def __init__(self, bus: EventBus, tools: ToolRegistry, supervisor: Supervisor) -> None:
+        self.bus = bus
+        self.tools = tools
+        self._supervisor = supervisor
+        self.subscribe = bus.subscribe
+        self.publish_nowait = bus.publish_nowait
+        self.spawn = supervisor.spawn
+        self.guard = supervisor.guard
+
+    async def publish(self, topic: str, event: Event, *, request: bool = False) -> int:
+        delivered = await self.bus.publish(topic, event)
+        if not delivered and request and not self.bus.has_subscribers(topic):
+            raise NoSubscribers(topic)
+        return delivered
+
+    async def invoke(
+        self,
+        name: str,
+        args: Mapping[str, Any],
+        *,
+        version: str | None = None,
+        timeout: float | None = None,
+        caller: str = "",
+    ) -> ToolResult:
+        return await self.tools.invoke(name, args, version=version, timeout=timeout, caller=caller)
