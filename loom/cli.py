@@ -28,9 +28,72 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--transport", choices=["stdio", "http", "sse"], default="stdio")
     serve.add_argument("--host", default="127.0.0.1", help="http/sse bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8766, help="http/sse port (default 8766)")
+    serve.add_argument(
+        "--token", default=None, help="http/sse: require 'Authorization: Bearer TOKEN' (or LOOM_MCP_TOKEN)"
+    )
+    serve.add_argument("--force", action="store_true", help="allow a non-loopback --host without a token")
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME[:PORT]",
+        help="another Host header to accept (loopback names and --host always are); repeatable",
+    )
     serve.add_argument("--workspace", default=".", help="directory the native tools are confined to")
-    serve.add_argument("--tools", default="", help="comma-separated native tools (default: the standard set)")
+    serve.add_argument(
+        "--tools",
+        default="",
+        help="comma-separated native tools (default: the standard set; without shell.exec on a non-loopback --host)",
+    )
     return p
+
+
+def _mcp_serve(args: argparse.Namespace) -> int:
+    """``loom mcp serve``: until stdin closes (stdio) or SIGINT/SIGTERM; a second signal forces."""
+    import asyncio
+    import os
+    import signal
+
+    from loom.errors import UsageError
+    from loom.tools.mcp.server import serve
+
+    token = args.token or os.environ.get("LOOM_MCP_TOKEN") or None
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()] or None
+
+    def ready(url: str) -> None:  # http/sse only: on stdio, stdout is the protocol's
+        print(f"loom mcp ready on {url}{' (token required)' if token else ''}", flush=True)
+
+    async def run() -> None:
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
+        assert task is not None
+
+        def stop() -> None:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            task.cancel()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop)
+        await serve(
+            args.transport,
+            host=args.host,
+            port=args.port,
+            token=token,
+            force=args.force,
+            tools=tools,
+            allowed_hosts=args.allowed_host,
+            on_ready=ready,
+            workspace=args.workspace,
+        )
+
+    try:
+        asyncio.run(run())
+    except UsageError as exc:
+        print(f"loom mcp serve: {exc}", file=sys.stderr)
+        return 2
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        pass
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,17 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_bridge(args)
     elif args.command == "mcp":
-        import asyncio
-
-        from loom.tools.mcp.server import serve
-
-        tools = [t.strip() for t in args.tools.split(",") if t.strip()] or None
-        try:
-            asyncio.run(
-                serve(args.transport, host=args.host, port=args.port, workspace=args.workspace, native_tools=tools)
-            )
-        except KeyboardInterrupt:
-            pass
+        return _mcp_serve(args)
     return 0
 
 

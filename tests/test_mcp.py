@@ -277,7 +277,7 @@ async def test_server_mode_in_process(rt):
 
     rt.tools.register(add)
     seen = rt.bus.subscribe("from.mcp")
-    async with Client(build_mcp_server(rt)) as client:
+    async with Client(build_mcp_server(rt.tools, rt.bus)) as client:
         names = {t.name for t in (await client.list_tools()).tools}
         assert {"math.add", "publish"} <= names
         r = await client.call_tool("math.add", {"a": 2, "b": 40})

@@ -2,22 +2,30 @@
 
 Built on ``mcp.server.mcpserver.MCPServer``. MCPServer describes a tool by a Python signature,
 so each registry tool gets a wrapper whose signature is derived from its JSON Schema (types,
-required, defaults); the full schema is still enforced by ``rt.tools.invoke``, whose coded
-errors come back to the client as tool errors (``isError``).
+required, defaults); the full schema is still enforced by ``ToolRegistry.invoke``, whose coded
+errors come back to the client as tool errors (``isError``). Over HTTP and SSE, :func:`serve`
+applies the exposure rules of :mod:`loom.tools.mcp.exposure` (token, Host/Origin, tool set).
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from loom.errors import LoomError
+from loom.errors import LoomError, UsageError
 from loom.events.event import Event
 
 if TYPE_CHECKING:
-    from loom.runtime import Loom
+    from loom.events.bus import EventBus
+    from loom.tools.registry import ToolRegistry
 
-__all__ = ["build_mcp_server", "mcp_tool_name", "serve"]
+__all__ = ["TRANSPORTS", "build_mcp_server", "mcp_tool_name", "serve"]
+
+log = logging.getLogger("loom.mcp")
+TRANSPORTS = {"stdio": "", "http": "/mcp", "sse": "/sse"}
+"""The transports :func:`serve` speaks, and the path clients connect to."""
 
 _JSON_TYPES: dict[str, Any] = {
     "string": str,
@@ -53,20 +61,20 @@ def _signature(schema: dict[str, Any]) -> tuple[inspect.Signature, dict[str, Any
     return inspect.Signature(params), annotations
 
 
-def build_mcp_server(rt: Loom, *, name: str = "loom") -> Any:
-    """An MCPServer exposing every tool of ``rt.tools`` (as of now) and ``publish``."""
+def build_mcp_server(tools: ToolRegistry, bus: EventBus, *, name: str = "loom") -> Any:
+    """An MCPServer exposing every tool of ``tools`` (as of now), and ``publish`` onto ``bus``."""
     from mcp.server.mcpserver import MCPServer
     from mcp.server.mcpserver.exceptions import ToolError as McpToolError
 
     server = MCPServer(name=name, instructions="Tools of a Loom runtime, and `publish` to put an event on its bus.")
 
-    for tool_name in rt.tools.names():
-        desc = rt.tools.describe(tool_name)
+    for tool_name in tools.names():
+        desc = tools.describe(tool_name)
 
         def make(target: str) -> Any:
             async def call(**kwargs: Any) -> Any:
                 args = {k: v for k, v in kwargs.items() if v is not None}
-                result = await rt.tools.invoke(target, args, caller="mcp")
+                result = await tools.invoke(target, args, caller="mcp")
                 if not result.ok:
                     assert result.error is not None
                     raise McpToolError(f"{result.error.code}: {result.error.message}")
@@ -87,7 +95,7 @@ def build_mcp_server(rt: Loom, *, name: str = "loom") -> Any:
                 if json_payload is not None
                 else Event.from_text(type, payload, source="mcp")
             )
-            delivered = await rt.bus.publish(topic, event, timeout=5.0)
+            delivered = await bus.publish(topic, event, timeout=5.0)
         except (LoomError, ValueError, TypeError) as exc:
             raise McpToolError(f"INVALID_PARAMS: {exc}") from None
         return {"topic": topic, "delivered": delivered, "event_id": event.id}
@@ -96,17 +104,72 @@ def build_mcp_server(rt: Loom, *, name: str = "loom") -> Any:
     return server
 
 
-async def serve(transport: str = "stdio", *, host: str = "127.0.0.1", port: int = 8766, **loom_options: Any) -> None:
-    """Run a Loom runtime and serve its tools over MCP until cancelled (``loom mcp serve``)."""
-    from loom.runtime import Loom
+async def serve(
+    transport: str = "stdio",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8766,
+    token: str | None = None,
+    force: bool = False,
+    tools: Iterable[str] | None = None,
+    allowed_hosts: Iterable[str] = (),
+    on_ready: Callable[[str], None] | None = None,
+    **loom_options: Any,
+) -> None:
+    """Run a Loom runtime and serve its tools over MCP until cancelled (``loom mcp serve``).
 
-    async with Loom(name="mcp", **loom_options) as rt:
-        server = build_mcp_server(rt)
-        if transport == "stdio":
-            await server.run_stdio_async()
-        elif transport == "http":
-            await server.run_streamable_http_async(host=host, port=port)
-        elif transport == "sse":
-            await server.run_sse_async(host=host, port=port)
-        else:
-            raise LoomError(f"unknown MCP transport {transport!r}: stdio, http or sse")
+    Args:
+        transport: ``stdio``, ``http`` (streamable HTTP, at ``/mcp``) or ``sse`` (at ``/sse``).
+        host / port: where HTTP and SSE listen (port 0: a free one). Unused by stdio.
+        token: HTTP and SSE: every request must carry ``Authorization: Bearer <token>``.
+        force: allow a non-loopback ``host`` without a token (refused otherwise).
+        tools: the native tools to serve (default: the standard set, without ``shell.exec``
+            when HTTP or SSE listen on a non-loopback address).
+        allowed_hosts: more ``Host`` values to accept (``NAME`` or ``NAME:PORT``) besides the
+            loopback names and ``host``; e.g. the name remote clients use for a ``0.0.0.0`` server.
+        on_ready: called with the URL once HTTP or SSE listen.
+        loom_options: passed to :class:`loom.Loom` (``workspace``, ``tool_options``, ...).
+
+    Raises:
+        UsageError: an unknown transport, a non-loopback host without a token (unless
+            ``force``), a malformed token or allowed host, an address that cannot be bound.
+    """
+    from loom.bridge.local import is_loopback
+    from loom.runtime import Loom
+    from loom.tools.mcp.exposure import (
+        authority,
+        check_exposure,
+        require_bearer,
+        served_native_tools,
+        transport_security,
+    )
+    from loom.tools.mcp.listen import bind, serve_app
+
+    if transport not in TRANSPORTS:
+        raise UsageError(f"unknown MCP transport {transport!r}: stdio, http or sse")
+    native = served_native_tools(transport, host, tools)
+    if transport == "stdio":  # the parent's pipes: no network, nothing else can reach it
+        async with Loom(name="mcp", native_tools=native, **loom_options) as rt:
+            await build_mcp_server(rt.tools, rt.bus).run_stdio_async()
+        return
+    token = token or None
+    check_exposure(host, token, force)
+    sock = bind(host, port)
+    try:
+        port = sock.getsockname()[1]
+        security = transport_security(host, port, allowed_hosts)
+        if not is_loopback(host) and not token:
+            log.warning("serving MCP on %s:%s without a token (forced): anyone who can reach it may use it", host, port)
+        async with Loom(name="mcp", native_tools=native, **loom_options) as rt:
+            server = build_mcp_server(rt.tools, rt.bus)
+            if transport == "http":
+                app = server.streamable_http_app(transport_security=security, host=host)
+            else:
+                app = server.sse_app(transport_security=security, host=host)
+            if token:
+                app = require_bearer(app, token)
+            if on_ready is not None:
+                on_ready(f"http://{authority(host or '0.0.0.0', port)}{TRANSPORTS[transport]}")
+            await serve_app(app, sock)
+    finally:
+        sock.close()
