@@ -1,9 +1,9 @@
 """Planner, researcher and writer answer a question together.
 
-The planner receives ``user.question`` on ``topic.plan``, asks the researcher (request/reply on
-``topic.research``; the researcher calls its ``research.search`` capability), then asks the
-writer for a draft (``topic.writer``), and replies to the user. Every event on the bus is
-printed as it happens.
+The planner receives ``user.question`` on ``topic.plan``, asks the researcher (a
+``research.request`` on ``topic.research``, request/reply; the researcher calls its
+``research.search`` capability), then asks the writer for a draft (a plain ``collab.request`` on
+``topic.writer``), and replies to the user. Every event on the bus is printed as it happens.
 
     python examples/trio.py ["your question"]
 """
@@ -38,7 +38,9 @@ async def planner_handler(ctx, topic, event):
     if event.type == "user.question":
         thread = ctx.thread(event)
         question = event.text()
-        research = await ctx.request(thread, "topic.research", payload=question, first_k=1, timeout_ms=2000)
+        research = await ctx.request(
+            thread, "topic.research", payload=question, type="research.request", first_k=1, timeout_ms=2000
+        )
         draft = await ctx.request(
             thread, "topic.writer", payload={"question": question, "research": research.json()}, timeout_ms=2000
         )
@@ -46,7 +48,7 @@ async def planner_handler(ctx, topic, event):
 
 
 async def researcher_handler(ctx, topic, event):
-    if event.type == "collab.request":
+    if event.type == "research.request":
         found = await ctx.tool("research.search", {"query": event.text()})
         await ctx.reply(ctx.thread(event), found)
 

@@ -124,7 +124,9 @@ async def test_the_trio_across_three_processes(hub):
     async def planner(ctx, topic, event):
         if event.type == "user.question":
             thread = ctx.thread(event)
-            research = await ctx.request(thread, "topic.research", event.text(), timeout_ms=5000)
+            research = await ctx.request(
+                thread, "topic.research", event.text(), type="research.request", timeout_ms=5000
+            )
             draft = await ctx.request(
                 thread, "topic.writer", {"question": event.text(), "research": research.json()}, timeout_ms=5000
             )

@@ -279,4 +279,5 @@ def test_the_trio_example_answers_the_question():
     )
     assert out.returncode == 0, out.stderr
     assert "agent.researcher" in out.stdout and "collab.reply" in out.stdout
+    assert "research.request" in out.stdout  # the planner names its request's type; the researcher tests it
     assert "event-driven agent runtime" in out.stdout

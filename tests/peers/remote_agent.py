@@ -49,7 +49,7 @@ async def main(role: str, address: str, name: str) -> None:
     elif role == "researcher":
 
         async def on_event(ctx, topic, event):
-            if event.type == "collab.request":
+            if event.type == "research.request":  # the planner names its request's type (ctx.request(type=...))
                 await ctx.reply(ctx.thread(event), await ctx.tool("research.search", {"query": event.text()}))
 
         agent = loom.Agent(name, topics=["topic.research"], capabilities=[search], on_event=on_event, address=address)
