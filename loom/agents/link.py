@@ -10,15 +10,11 @@ and asks the hub to forward their patterns, and invokes tools through ``ForwardA
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
-
-from loom.errors import NoSubscribers
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    import asyncio
-
-    from loom._supervisor import Guard, Supervisor
+    from loom._supervisor import Supervisor
     from loom.events.bus import EventBus
     from loom.events.event import Event
     from loom.events.subscription import Subscription
@@ -27,8 +23,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Link", "LocalLink"]
 
-T = TypeVar("T")
-
 
 class Link(Protocol):
     """What an agent core needs from the place it runs in."""
@@ -36,10 +30,19 @@ class Link(Protocol):
     upstream: bool
     """Also write the ``loom.``-prefixed envelope keys (peers running upstream's SDK may read them)."""
 
-    async def publish(self, topic: str, event: Event, *, request: bool = False) -> int:
-        """Publish ``event``. ``request``: a reply is expected, so a topic nothing subscribes to
-        is an error (:class:`~loom.errors.NoSubscribers`, raised here or reported to the waiting
-        request's collector, wherever the link learns it)."""
+    async def publish(self, topic: str, event: Event) -> int:
+        """Publish ``event``; returns deliveries (where they are known)."""
+        ...
+
+    async def request(self, topic: str, event: Event) -> int:
+        """Publish ``event``, a request a reply is expected to: a topic nothing subscribes to is
+        an error: the link says so right after (:meth:`unrouted`), or reports it to the waiting
+        request's collector when it learns it later (the bridge's hub does)."""
+        ...
+
+    def unrouted(self, topic: str) -> bool:
+        """Whether the link knows that nothing subscribes to ``topic`` (asked after a request
+        reached no one)."""
         ...
 
     def publish_nowait(self, topic: str, event: Event) -> int:
@@ -63,11 +66,9 @@ class Link(Protocol):
         """Invoke a tool; failures come back in the result, never raised."""
         ...
 
-    def guard(self) -> Guard:
-        """``async with link.guard():`` around a wait: RuntimeStopped at once when the owner stops."""
-        ...
-
-    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]: ...
+    supervisor: Supervisor
+    """Owns the tasks of what runs on this link, and ends what waits on it when its owner stops
+    (``supervisor.watch(collector)``, ``with supervisor.guard():``)."""
 
 
 class LocalLink:
@@ -78,17 +79,13 @@ class LocalLink:
     def __init__(self, bus: EventBus, tools: ToolRegistry, supervisor: Supervisor) -> None:
         self.bus = bus
         self.tools = tools
-        self._supervisor = supervisor
+        self.supervisor = supervisor
         self.subscribe = bus.subscribe
+        self.publish = self.request = bus.publish  # the bus's own methods: no extra frame on the hot path
         self.publish_nowait = bus.publish_nowait
-        self.spawn = supervisor.spawn
-        self.guard = supervisor.guard
 
-    async def publish(self, topic: str, event: Event, *, request: bool = False) -> int:
-        delivered = await self.bus.publish(topic, event)
-        if not delivered and request and not self.bus.has_subscribers(topic):
-            raise NoSubscribers(topic)
-        return delivered
+    def unrouted(self, topic: str) -> bool:
+        return not self.bus.has_subscribers(topic)
 
     async def invoke(
         self,

@@ -19,9 +19,10 @@ import time
 import traceback
 import types
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
+from loom.collab.inbox import PendingInbox
 from loom.errors import ClosedError, LoomError, RuntimeStopped, UsageError
 from loom.events.envelope import Envelope, agent_reply_topic, hop_on
 from loom.events.event import Event
@@ -107,6 +108,7 @@ class ManagedAgent:
         # correlation id -> the collector of a request this agent waits on; fed by the mailbox's intercept
         self.pending: dict[str, ReplyCollector] = {}
         self._recent: dict[str, None] = {}
+        self.inbox = PendingInbox(self.pending, self.reply_topic, self.forget_pending)
         self.current: Event | None = None  # the event being handled, if any
 
     @property
@@ -140,7 +142,7 @@ class ManagedAgent:
             self._record_failure("", None, exc, fatal=True)
             await self.halt("failed")
             return
-        self.task = self.link.spawn(self._run(), name=f"loom.agents.run:{self.id}")
+        self.task = self.link.supervisor.spawn(self._run(), name=f"loom.agents.run:{self.id}")
         self._changed()
 
     async def halt(self, status: AgentStatus) -> None:
@@ -219,13 +221,13 @@ class ManagedAgent:
         envelope.apply_to(md, upstream=self.link.upstream)
         return event._with_metadata(md)
 
-    async def publish_as(
+    def publish_as(
         self, topic: str, event: Event, envelope: Envelope | None = None, *, fresh: bool = False, request: bool = False
-    ) -> int:
-        """Publish ``event`` on ``topic`` as this agent (sender stamped). Returns deliveries.
+    ) -> Awaitable[int]:
+        """Publish ``event`` on ``topic`` as this agent (sender stamped); await it for the deliveries.
 
         ``fresh``: the event was just built for this call and is not shared yet, so the envelope is
-        written into it instead of into a copy. ``request``: a reply is expected (see Link.publish).
+        written into it instead of into a copy. ``request``: a reply is expected (see Link.request).
         """
         if fresh and envelope is not None:
             envelope.sender = self.sender
@@ -236,7 +238,8 @@ class ManagedAgent:
         else:
             event = self.stamp(event, envelope)
         self.emitted += 1
-        return await self.link.publish(topic, event, request=request)
+        # The link's awaitable itself (no frame of ours around it: this is the request/reply hot path).
+        return self.link.request(topic, event) if request else self.link.publish(topic, event)
 
     # -- the actor loop ------------------------------------------------------------------
     async def _run(self) -> None:

@@ -19,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Coroutine, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from loom._supervisor import Guard, Supervisor
+from loom._supervisor import Supervisor
 from loom.agents.runtime import AgentRuntime
 from loom.bridge._grpc import grpc
 from loom.bridge._pb.loom.v1 import bridge_pb2, bridge_pb2_grpc
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 __all__ = ["BridgeTransport"]
 
 log = logging.getLogger("loom.bridge.client")
-T = TypeVar("T")
 _END = None  # ends the writer of the current stream
 
 
@@ -76,7 +75,7 @@ class BridgeTransport:
         self.heartbeat_s = heartbeat_s
         self.connect_timeout = connect_timeout
         self._metadata = (("authorization", f"Bearer {self.token}"),) if self.token else ()
-        self._supervisor = Supervisor(f"loom.bridge.client[{address}]")
+        self._supervisor = self.supervisor = Supervisor(f"loom.bridge.client[{address}]")
         self.bus = EventBus(supervisor=self._supervisor, on_pattern=self._pattern_changed)
         self.agents = AgentRuntime(self)  # the one agent of this transport, run by the usual core
         self.core: ManagedAgent | None = None
@@ -141,12 +140,6 @@ class BridgeTransport:
             log.info("agent %s: %d unsent events counted as %s", self.sender, n, reason)
 
     # -- Link ----------------------------------------------------------------------------
-    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
-        return self._supervisor.spawn(coro, name=name)
-
-    def guard(self) -> Guard:
-        return self._supervisor.guard()
-
     def subscribe(self, patterns: str | Iterable[str], **options: Any) -> Subscription:
         return self.bus.subscribe(patterns, **options)
 
@@ -157,8 +150,18 @@ class BridgeTransport:
         msg = bridge_pb2.Subscription(topic=pattern)
         self._send(bridge_pb2.ClientEvent(subscribe=msg) if present else bridge_pb2.ClientEvent(unsubscribe=msg))
 
-    async def publish(self, topic: str, event: Event, *, request: bool = False) -> int:
-        msg = bridge_pb2.Publish(topic=topic, event=event.to_proto(), expect_reply=request)
+    def publish(self, topic: str, event: Event) -> Awaitable[int]:
+        return self._publish(bridge_pb2.Publish(topic=topic, event=event.to_proto()))
+
+    def request(self, topic: str, event: Event) -> Awaitable[int]:
+        # The hub answers err NO_SUBSCRIBERS when nothing subscribes (see _on_error).
+        return self._publish(bridge_pb2.Publish(topic=topic, event=event.to_proto(), expect_reply=True))
+
+    def unrouted(self, topic: str) -> bool:
+        return False  # not known here: the hub tells the request's collector (NO_SUBSCRIBERS)
+
+    async def _publish(self, msg: Any) -> int:
+        event = msg.event
         if msg.ByteSize() > self.max_message_bytes - 1024:
             raise LoomError(f"event {event.id} is {msg.ByteSize()} bytes: over the bridge's message limit")
         queue, stream = self._outbound, self._stream
@@ -197,7 +200,7 @@ class BridgeTransport:
         timeout: float | None = None,
         caller: str = "",
     ) -> ToolResult:
-        async with self.guard():
+        with self._supervisor.guard():
             return await forward_action(
                 self._stub, self._metadata, name, args, version=version, timeout=timeout, caller=caller or self.sender
             )

@@ -2,21 +2,22 @@
 
 Every step is an event on the bus (``collab.request``, ``collab.reply``, ``collab.barrier.*``,
 ``collab.timeout``, ``collab.summary``), so an inspector can draw the sequence. Every
-subscription a primitive opens is closed when it returns, times out or is cancelled. A
-primitive waits inside its link's guard: when the runtime stops, it raises RuntimeStopped at once.
+subscription a primitive opens is closed when it returns, times out or is cancelled. What a
+primitive waits on is watched by its link's supervisor: when the runtime stops, it raises
+RuntimeStopped at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from loom.collab.inbox import AgentInbox, Inbox, ReplyCollector, TopicInbox
+from loom.collab.inbox import Inbox, ReplyCollector, TopicInbox
 from loom.collab.strategy import BarrierResult, CollabTimeout, FanoutResult, RequestTimeout, Strategy
 from loom.errors import NoSubscribers, UsageError
-from loom.events.envelope import Envelope, thread_reply_topic
+from loom.events.envelope import DEFAULT_TTL, Envelope, thread_reply_topic
 from loom.events.event import Event, new_event_id
 from loom.events.qos import QoS
 from loom.events.topics import validate_topic
@@ -73,24 +74,22 @@ class Collaborator:
     # -- plumbing ------------------------------------------------------------------------
     def _inbox(self, thread_id: str) -> Inbox:
         if self._agent is not None and self._agent.status == "running":
-            return AgentInbox(self._agent)
+            return self._agent.inbox
         return TopicInbox(self.link, thread_id)
 
-    async def publish(self, topic: str, event: Event, envelope: Envelope, *, request: bool = False) -> int:
-        """Publish a freshly built ``event`` with ``envelope`` as this participant."""
+    def publish(self, topic: str, event: Event, envelope: Envelope, *, request: bool = False) -> Awaitable[int]:
+        """Publish a freshly built ``event`` with ``envelope`` as this participant (await it)."""
         if self._agent is not None:
-            return await self._agent.publish_as(topic, event, envelope, fresh=True, request=request)
+            return self._agent.publish_as(topic, event, envelope, fresh=True, request=request)
         envelope.sender = self.sender
         envelope.apply_to(event.metadata)
-        return await self.link.publish(topic, event, request=request)
+        return self.link.request(topic, event) if request else self.link.publish(topic, event)
 
     async def _ask(self, topic: str, event: Event, envelope: Envelope, collector: ReplyCollector) -> None:
         """Publish a request whose replies ``collector`` waits for; a topic nobody subscribes to
         fails that target at once (over the bridge the hub reports it to the collector later)."""
-        try:
-            await self.publish(topic, event, envelope, request=True)
-        except NoSubscribers as exc:
-            collector.no_route(envelope.correlation_id, exc)
+        if not await self.publish(topic, event, envelope, request=True) and self.link.unrouted(topic):
+            collector.no_route(envelope.correlation_id, NoSubscribers(topic))
 
     def note(self, thread_id: str, type: str, **metadata: str) -> None:
         """An observability event on ``thread.<id>.reply`` (never blocks the primitive)."""
@@ -124,16 +123,19 @@ class Collaborator:
         thread_id = thread_id or f"req-{new_event_id()}"
         cid = new_event_id()
         collector = ReplyCollector({cid: topic}, _REPLY, _got_one)
-        async with self.link.guard():
-            inbox = self._inbox(thread_id)
-            try:
-                inbox.add(collector)
-                env = Envelope(thread_id, cid, "", inbox.reply_to)
-                await self._ask(topic, make_event(type, payload, source=self.sender, tags=_TAGS), env, collector)
-                if await collector.wait(timeout):
-                    return collector.events[0]
-            finally:
-                inbox.close()
+        supervisor = self.link.supervisor
+        inbox = self._inbox(thread_id)
+        inbox.add(collector)
+        try:
+            supervisor.watch(collector, timeout)  # expired at the deadline; failed at once by the runtime's stop
+            event = make_event(type, payload, source=self.sender, tags=_TAGS)
+            env = Envelope(thread_id, cid, "", inbox.reply_to, DEFAULT_TTL, 0, event.timestamp_ms)
+            await self._ask(topic, event, env, collector)
+            if await collector.wait():
+                return collector.events[0]
+        finally:
+            inbox.discard(collector)
+            supervisor.unwatch(collector)
         self.note(thread_id, "collab.timeout", reason="request_reply_timeout", topic=topic)
         if raise_on_timeout:
             raise RequestTimeout("request_reply", thread_id, f"no reply on {topic!r} within {timeout:g}s")
@@ -173,16 +175,18 @@ class Collaborator:
         n = len(targets)
         collector = ReplyCollector(cids, _REPLY, lambda c: strat.done(len(c.events), c.answered, n))
         start = time.monotonic()
-        async with self.link.guard():
-            inbox = self._inbox(thread_id)
-            try:
-                inbox.add(collector)
-                for cid, topic in cids.items():
-                    env = Envelope(thread_id=thread_id, correlation_id=cid, reply_to=inbox.reply_to)
-                    await self._ask(topic, make_event(type, payload, source=self.sender, tags=_TAGS), env, collector)
-                await collector.wait(max(timeout - (time.monotonic() - start), 0.0) or 1e-3)
-            finally:
-                inbox.close()
+        supervisor = self.link.supervisor
+        inbox = self._inbox(thread_id)
+        inbox.add(collector)
+        try:
+            supervisor.watch(collector, timeout)
+            for cid, topic in cids.items():
+                env = Envelope(thread_id=thread_id, correlation_id=cid, reply_to=inbox.reply_to)
+                await self._ask(topic, make_event(type, payload, source=self.sender, tags=_TAGS), env, collector)
+            await collector.wait()
+        finally:
+            inbox.discard(collector)
+            supervisor.unwatch(collector)
         replied = {collector.targets[c] for c in collector.per_cid}
         satisfied = strat.satisfied(len(collector.events), collector.answered, n)
         result = FanoutResult(
@@ -248,7 +252,7 @@ class Collaborator:
             ev = Event(f"collab.barrier.{kind}", source=self.sender, metadata=md, tags=["collab"])
             await self.link.publish(topic, ev)
 
-        async with self.link.guard():
+        with self.link.supervisor.guard():
             sub = self.link.subscribe(
                 topic,
                 qos=QoS.BATCHED,

@@ -82,39 +82,43 @@ async def contract_net(
         raise UsageError(f"expected must be an int >= 1, got {expected!r}")
     thread_id = thread_id or f"cnp-{new_event_id()}"
     start = time.monotonic()
-    async with collab.link.guard():
-        inbox = collab._inbox(thread_id)
-        try:
-            bids = ReplyCollector(
-                {thread_id: participants_topic},
-                ("collab.proposal",),
-                lambda c: expected is not None and len(c.events) >= expected,
-            )
-            inbox.add(bids)
-            cfp_env = Envelope(thread_id=thread_id, correlation_id=thread_id, reply_to=inbox.reply_to)
-            await collab.publish(
-                participants_topic, make_event("collab.cfp", task, source=collab.sender, tags=["collab"]), cfp_env
-            )
-            await bids.wait(window)
-            ranked = _rank(bids.events, score)
-            awards: list[Award] = []
-            queue = list(ranked)
-            while queue and sum(a.status == "ok" for a in awards) < max_awards:
-                wanted = max_awards - sum(a.status == "ok" for a in awards)
-                batch, queue = queue[:wanted], queue[wanted:]
-                awards.extend(await _award(collab, inbox, thread_id, task, batch, execution_timeout))
-                if not reaward:
-                    break
-            awarded = {a.bidder for a in awards}
-            rejected = tuple(p.bidder for p in ranked if p.bidder not in awarded)
-            for p in ranked:
-                if p.bidder in awarded:
-                    continue
-                target, env = _answer(thread_id, f"{thread_id}:reject", p, inbox.reply_to)
-                if _usable(target):
-                    await collab.publish(target, make_event("collab.reject", None, source=collab.sender), env)
-        finally:
-            inbox.close()
+    bids = ReplyCollector(
+        {thread_id: participants_topic},
+        ("collab.proposal",),
+        lambda c: expected is not None and len(c.events) >= expected,
+    )
+    collectors = [bids]  # discarded from the inbox and unwatched when the round ends, however it ends
+    supervisor = collab.link.supervisor
+    inbox = collab._inbox(thread_id)
+    inbox.add(bids)
+    try:
+        supervisor.watch(bids, window)  # each wait ends at its deadline, or at once when the runtime stops
+        cfp_env = Envelope(thread_id=thread_id, correlation_id=thread_id, reply_to=inbox.reply_to)
+        await collab.publish(
+            participants_topic, make_event("collab.cfp", task, source=collab.sender, tags=["collab"]), cfp_env
+        )
+        await bids.wait()
+        ranked = _rank(bids.events, score)
+        awards: list[Award] = []
+        queue = list(ranked)
+        while queue and sum(a.status == "ok" for a in awards) < max_awards:
+            wanted = max_awards - sum(a.status == "ok" for a in awards)
+            batch, queue = queue[:wanted], queue[wanted:]
+            awards.extend(await _award(collab, inbox, thread_id, task, batch, execution_timeout, collectors))
+            if not reaward:
+                break
+        awarded = {a.bidder for a in awards}
+        rejected = tuple(p.bidder for p in ranked if p.bidder not in awarded)
+        for p in ranked:
+            if p.bidder in awarded:
+                continue
+            target, env = _answer(thread_id, f"{thread_id}:reject", p, inbox.reply_to)
+            if _usable(target):
+                await collab.publish(target, make_event("collab.reject", None, source=collab.sender), env)
+    finally:
+        for collector in collectors:
+            inbox.discard(collector)
+            supervisor.unwatch(collector)
     winners = [a for a in awards if a.status == "ok"]
     satisfied = len(winners) == max_awards
     result = ContractNetResult(
@@ -173,11 +177,19 @@ def _usable(topic: str) -> bool:
 
 
 async def _award(
-    collab: Collaborator, inbox: Any, thread_id: str, task: Any, batch: list[Proposal], timeout: float
+    collab: Collaborator,
+    inbox: Any,
+    thread_id: str,
+    task: Any,
+    batch: list[Proposal],
+    timeout: float,
+    collectors: list[ReplyCollector],
 ) -> list[Award]:
     cids = {f"{thread_id}:award:{new_event_id()}": p.bidder for p in batch}
     results = ReplyCollector(cids, ("collab.result",), lambda c: c.answered >= len(cids))
+    collectors.append(results)
     inbox.add(results)
+    collab.link.supervisor.watch(results, timeout)
     for (cid, _), p in zip(cids.items(), batch, strict=True):
         target, env = _answer(thread_id, cid, p, inbox.reply_to)
         if not _usable(target):
@@ -185,7 +197,7 @@ async def _award(
         md = {"award_to": p.bidder, "score": repr(p.score)}
         award = make_event("collab.award", task, source=collab.sender, metadata=md, tags=["collab"])
         await collab.publish(target, award, env)
-    await results.wait(timeout)
+    await results.wait()
     by_bidder = {label: ev for label, ev in zip(results.labels, results.events, strict=True)}
     awards = []
     for p in batch:

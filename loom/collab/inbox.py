@@ -22,18 +22,19 @@ from loom.events.queue import Delivery
 
 if TYPE_CHECKING:
     from loom.agents.link import Link
-    from loom.agents.managed import ManagedAgent
 
-__all__ = ["AgentInbox", "Inbox", "PendingInbox", "ReplyCollector", "TopicInbox"]
+__all__ = ["Inbox", "PendingInbox", "ReplyCollector", "TopicInbox"]
 
 
 class ReplyCollector:
-    """Gathers replies for a set of correlation ids until ``done(collector)`` or a deadline."""
+    """Gathers replies for a set of correlation ids until ``done(collector)``, its deadline
+    (:meth:`expire`, told by the supervisor that watches it), or a failure (:meth:`fail`)."""
 
     __slots__ = (
         "_complete",
         "_done",
         "_error",
+        "_expired",
         "_fut",
         "_types",
         "_unrouted",
@@ -57,6 +58,7 @@ class ReplyCollector:
         self.per_cid: dict[str, int] = {}
         self._fut: asyncio.Future[None] | None = None
         self._complete = False
+        self._expired = False
         self._error: BaseException | None = None
         self._unrouted: set[str] = set()
 
@@ -91,9 +93,17 @@ class ReplyCollector:
         """End the wait with ``error`` (raised by :meth:`wait`)."""
         if self._error is None and not self._complete:
             self._error = error
-            fut = self._fut
-            if fut is not None and not fut.done():
-                fut.set_result(None)
+            self._wake()
+
+    def expire(self) -> None:
+        """The deadline passed: end the wait with what arrived."""
+        self._expired = True
+        self._wake()
+
+    def _wake(self) -> None:
+        fut = self._fut
+        if fut is not None and not fut.done():
+            fut.set_result(None)
 
     def no_route(self, cid: str, error: BaseException) -> None:
         """The request with ``cid`` reached no subscriber; when none of them did, fail with ``error``."""
@@ -102,75 +112,64 @@ class ReplyCollector:
             if len(self._unrouted) == len(self.targets):
                 self.fail(error)
 
-    async def wait(self, timeout: float) -> bool:
-        """Wait until done (True) or ``timeout`` seconds pass (False).
+    async def wait(self) -> bool:
+        """Wait until done (True) or expired (False): watch it with a timeout first
+        (``supervisor.watch(collector, timeout)``), or it waits until done or failed.
 
         Raises:
-            NoSubscribers / ClosedError: the collector failed (see :meth:`fail`).
+            NoSubscribers / ClosedError / RuntimeStopped: the collector failed (see :meth:`fail`).
         """
-        if self._error is None:
-            if self._done(self):
-                return True
-            loop = asyncio.get_running_loop()
-            fut = self._fut = loop.create_future()
-            timer = loop.call_at(loop.time() + timeout, _expire, fut)
+        if self._error is None and not self._expired and not self._done(self):
+            fut = self._fut = asyncio.get_running_loop().create_future()
             try:
                 await fut
             finally:
-                timer.cancel()
                 self._fut = None
         if self._error is not None:
             raise self._error
         return self._done(self)
 
 
-def _expire(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
 class Inbox:
-    """Routes correlated replies to collectors; ``reply_to`` is where repliers should publish."""
+    """Routes correlated replies to collectors; ``reply_to`` is where repliers should publish.
+    A primitive adds its collectors and discards each when it ends (also on timeout and
+    cancellation)."""
 
     reply_to: str
 
     def add(self, collector: ReplyCollector) -> None:
         raise NotImplementedError
 
-    def close(self) -> None:
+    def discard(self, collector: ReplyCollector) -> None:
         raise NotImplementedError
 
 
 class PendingInbox(Inbox):
     """Replies are taken off a stream the participant already reads (an agent's mailbox, in this
-    process or behind the bridge) by looking their correlation id up in its ``pending`` map."""
+    process or behind the bridge) by looking their correlation id up in its ``pending`` map.
+    Each agent core has one (``agent.inbox``); ``forget`` lets it count late replies."""
+
+    __slots__ = ("_forget", "_pending", "reply_to")
 
     def __init__(
         self, pending: dict[str, ReplyCollector], reply_to: str, forget: Callable[[str], None] | None = None
     ) -> None:
         self._pending = pending
         self._forget = forget or (lambda cid: pending.pop(cid, None))
-        self._cids: list[str] = []
         self.reply_to = reply_to
 
     def add(self, collector: ReplyCollector) -> None:
         for cid in collector.targets:
             self._pending[cid] = collector
-            self._cids.append(cid)
 
-    def close(self) -> None:
-        for cid in self._cids:
+    def discard(self, collector: ReplyCollector) -> None:
+        for cid in collector.targets:
             self._forget(cid)
-        self._cids.clear()
-
-
-def AgentInbox(agent: ManagedAgent) -> PendingInbox:  # noqa: N802 - reads as the inbox it makes
-    """An agent's inbox: its mailbox intercepts the replies; late ones are counted."""
-    return PendingInbox(agent.pending, agent.reply_topic, agent.forget_pending)
 
 
 class TopicInbox(Inbox):
-    """A temporary subscription on ``thread.<id>.reply`` whose intercept feeds the collectors."""
+    """A temporary subscription on ``thread.<id>.reply`` whose intercept feeds the collectors;
+    closed when its last collector is discarded."""
 
     def __init__(self, link: Link, thread_id: str) -> None:
         self.reply_to = thread_reply_topic(thread_id)
@@ -184,5 +183,8 @@ class TopicInbox(Inbox):
     def add(self, collector: ReplyCollector) -> None:
         self._collectors.append(collector)
 
-    def close(self) -> None:
-        self._sub.close()
+    def discard(self, collector: ReplyCollector) -> None:
+        if collector in self._collectors:
+            self._collectors.remove(collector)
+        if not self._collectors:
+            self._sub.close()

@@ -46,18 +46,6 @@ def agent_reply_topic(agent_id: str) -> str:
     return f"agent.{agent_id}.replies"
 
 
-def _int(value: str, default: int) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        return default
-
-
-def _ts(value: str) -> int:
-    ts = _int(value, -1)
-    return ts if ts >= 0 else time.time_ns() // 1_000_000
-
-
 @dataclass(slots=True)
 class Envelope:
     """Thread, correlation, routing and trace keys of one event.
@@ -99,17 +87,27 @@ class Envelope:
         """
         g = metadata.get  # runs once per handled event: direct lookups, legacy keys only as fallback
         thread_id = g("thread_id") or g("loom.thread_id") or fallback_id
-        ttl = g("ttl")
-        hop = g("hop")
-        ts = g("ts")
+        ttl, hop, ts = g("ttl"), g("hop"), g("ts")
+        try:
+            ttl = DEFAULT_TTL if ttl is None else int(ttl)
+        except ValueError:
+            ttl = DEFAULT_TTL
+        try:
+            hop = 0 if hop is None else max(int(hop), 0)
+        except ValueError:
+            hop = 0
+        try:
+            ts = int(ts) if ts is not None else -1
+        except ValueError:
+            ts = -1
         return cls(  # positional: this runs once per handled event
             thread_id,
             g("correlation_id") or g("loom.correlation_id") or thread_id,
             g("sender") or g("loom.sender") or "",
             g("reply_to") or g("loom.reply_to") or f"thread.{thread_id}.reply",
-            DEFAULT_TTL if ttl is None else _int(ttl, DEFAULT_TTL),
-            0 if hop is None else max(_int(hop, 0), 0),
-            time.time_ns() // 1_000_000 if ts is None else _ts(ts),
+            ttl,
+            hop,
+            ts if ts >= 0 else time.time_ns() // 1_000_000,
             g("trace_id") or "",
             g("span_id") or "",
             g("trace_flags") or "",

@@ -104,6 +104,7 @@ class Context:
                 reply_to=agent_reply_topic(self.agent_id),
                 ttl=thread.envelope.ttl,
                 hop=thread.envelope.hop,
+                ts=event.timestamp_ms,
             )
         return await self._core().publish_as(topic, event, envelope, fresh=envelope is not None)
 
@@ -137,7 +138,9 @@ class Context:
         event = make_event(kind, obj, source=f"agent.{self.agent_id}", metadata=md, tags=["collab"])
         src = thread.envelope
         me = self._agent.agent_id
-        envelope = Envelope(thread.id, src.correlation_id, "", f"agent.{me}.replies", src.ttl, src.hop)
+        envelope = Envelope(
+            thread.id, src.correlation_id, "", f"agent.{me}.replies", src.ttl, src.hop, event.timestamp_ms
+        )
         return await self._core().publish_as(src.reply_to, event, envelope, fresh=True)
 
     async def propose(self, thread: Thread, proposal: Any = None, *, score: float) -> int:

@@ -223,7 +223,7 @@ class ToolRegistry:
             RuntimeStopped: the runtime stopped before or during the call (the work is cancelled).
             UsageError: a timeout that is not a positive number.
         """
-        async with Guard(self._supervisor):
+        with Guard(self._supervisor):
             if call_id is None:  # nobody can repeat this call: no idempotency bookkeeping needed
                 return await self._invoke(name, args, version, timeout, new_event_id(), caller)
             return await self._once.run(call_id, lambda: self._invoke(name, args, version, timeout, call_id, caller))
