@@ -128,7 +128,7 @@ async def test_loom_mcp_servers_is_loaded_at_start_and_failures_are_skipped(tmp_
     assert [c.name for c in servers_from_env()] == ["time", "broken"]
     async with Loom(workspace=tmp_path, native_tools=()) as rt:
         assert "time:get_current_time" in rt.tools
-        states = {s["name"]: s["status"] for s in rt.tools.mcp_servers()}
+        states = {s["name"]: s["status"] for s in rt.mcp.describe()}
         assert states == {"time": "connected", "broken": "down"}
 
 
@@ -136,9 +136,9 @@ async def test_loom_mcp_servers_is_loaded_at_start_and_failures_are_skipped(tmp_
 
 
 async def test_mcp_server_time_from_pypi(rt):
-    names = await rt.tools.add_mcp_server("time", command=need(TIME), args=[])
+    names = await rt.mcp.add("time", command=need(TIME), args=[])
     assert set(names) == {"time:get_current_time", "time:convert_time"}
-    (info,) = rt.tools.mcp_servers()
+    (info,) = rt.mcp.describe()
     assert info["protocol"] == "2026-07-28" and info["server"].startswith("mcp-time")
     r = await rt.tools.invoke("time:get_current_time", {"timezone": "UTC"})
     assert r.ok and r.output["structured"]["timezone"] == "UTC"
@@ -146,13 +146,13 @@ async def test_mcp_server_time_from_pypi(rt):
     assert bad.error.code == "TOOL_ERROR" and "timezone" in bad.error.message.lower()  # isError is kept
     missing = await rt.tools.invoke("time:get_current_time", {})
     assert missing.error.code == "INVALID_PARAMS"  # checked against the server's schema first
-    assert await rt.tools.add_mcp_server("time", command=need(TIME), args=[]) == names  # idempotent
+    assert await rt.mcp.add("time", command=need(TIME), args=[]) == names  # idempotent
 
 
 async def test_server_everything_from_npm_over_stdio(rt):
-    names = await rt.tools.add_mcp_server("every", command="node", args=[need(EVERYTHING), "stdio"])
+    names = await rt.mcp.add("every", command="node", args=[need(EVERYTHING), "stdio"])
     assert "every:echo" in names and "every:get-sum" in names
-    assert rt.tools.mcp_servers()[0]["protocol"] == "2025-11-25"
+    assert rt.mcp.describe()[0]["protocol"] == "2025-11-25"
     assert (await rt.tools.invoke("every:echo", {"message": "hi"})).output["text"] == "Echo: hi"
     r = await rt.tools.invoke("every:get-sum", {"a": 2, "b": 40})
     assert r.ok and "42" in r.output["text"]
@@ -160,7 +160,7 @@ async def test_server_everything_from_npm_over_stdio(rt):
 
 async def test_server_filesystem_from_npm(rt, tmp_path):
     (tmp_path / "hello.txt").write_text("hello from the filesystem server")
-    await rt.tools.add_mcp_server("files", command=need(FILESYSTEM), args=[str(tmp_path)])
+    await rt.mcp.add("files", command=need(FILESYSTEM), args=[str(tmp_path)])
     r = await rt.tools.invoke("files:read_text_file", {"path": str(tmp_path / "hello.txt")})
     assert r.ok and "hello from the filesystem server" in r.output["text"]
     denied = await rt.tools.invoke("files:read_text_file", {"path": "/etc/hostname"})
@@ -176,11 +176,11 @@ async def test_server_everything_over_http_transports_on_loopback(rt, transport,
     try:
         assert listening_only_on_loopback(port)
         kind = "sse" if transport == "sse" else "http"
-        names = await rt.tools.add_mcp_server("web", url=f"http://127.0.0.1:{port}{url_path}", type=kind)
+        names = await rt.mcp.add("web", url=f"http://127.0.0.1:{port}{url_path}", type=kind)
         assert "web:echo" in names
         assert (await rt.tools.invoke("web:echo", {"message": kind})).output["text"] == f"Echo: {kind}"
     finally:
-        await rt.tools.remove_mcp_server("web")
+        await rt.mcp.remove("web")
         await stop_server(proc)
 
 
@@ -190,10 +190,10 @@ async def test_our_python_peer_over_http_transports(rt, transport):
     proc = await start_server(sys.executable, PEER, f"--{transport}", str(port), port=port)
     try:
         url = f"http://127.0.0.1:{port}/mcp" if transport == "http" else f"http://127.0.0.1:{port}/sse"
-        await rt.tools.add_mcp_server("peer", url=url, type=transport)
+        await rt.mcp.add("peer", url=url, type=transport)
         assert (await rt.tools.invoke("peer:add", {"a": 2, "b": 3})).output["structured"] == {"result": 5}
     finally:
-        await rt.tools.remove_mcp_server("peer")
+        await rt.mcp.remove("peer")
         await stop_server(proc)
 
 
@@ -201,41 +201,41 @@ async def test_our_python_peer_over_http_transports(rt, transport):
 
 
 async def test_a_server_killed_mid_call_gives_provider_unavailable_and_can_be_reconnected(rt):
-    await rt.tools.add_mcp_server("peer", command=sys.executable, args=[PEER])
+    await rt.mcp.add("peer", command=sys.executable, args=[PEER])
     t0 = time.monotonic()
     r = await rt.tools.invoke("peer:die", {}, timeout=10)
     assert r.error.code == "PROVIDER_UNAVAILABLE" and time.monotonic() - t0 < 5
     after = await rt.tools.invoke("peer:add", {"a": 1, "b": 1})
     assert after.error.code == "PROVIDER_UNAVAILABLE" and "reconnect" in after.error.message
-    await rt.tools.reconnect_mcp_server("peer")
+    await rt.mcp.reconnect("peer")
     assert (await rt.tools.invoke("peer:add", {"a": 1, "b": 1})).output["structured"] == {"result": 2}
 
 
 async def test_a_server_that_never_answers_times_out_and_stays_usable(rt):
-    await rt.tools.add_mcp_server("peer", command=sys.executable, args=[PEER])
+    await rt.mcp.add("peer", command=sys.executable, args=[PEER])
     r = await rt.tools.invoke("peer:sleep", {"seconds": 60}, timeout=0.5)
     assert r.status == loom.ToolStatus.TIMEOUT and r.error.code == "ACTION_TIMEOUT"
     assert (await rt.tools.invoke("peer:add", {"a": 3, "b": 4})).output["structured"] == {"result": 7}
 
 
 async def test_garbage_on_stdout_is_skipped(rt):
-    await rt.tools.add_mcp_server("noisy", command=sys.executable, args=[PEER, "--garbage"])
+    await rt.mcp.add("noisy", command=sys.executable, args=[PEER, "--garbage"])
     assert (await rt.tools.invoke("noisy:add", {"a": 1, "b": 2})).output["structured"] == {"result": 3}
 
 
 async def test_unreachable_servers_give_provider_unavailable(rt):
     with pytest.raises(loom.ToolError) as info:
-        await rt.tools.add_mcp_server("ghost", command="/no/such/mcp-server")
+        await rt.mcp.add("ghost", command="/no/such/mcp-server")
     assert info.value.code == "PROVIDER_UNAVAILABLE" and "No such file" in info.value.message
     with pytest.raises(loom.ToolError) as info:
-        await rt.tools.add_mcp_server("nobody", url=f"http://127.0.0.1:{free_port()}/mcp", timeout=5)
+        await rt.mcp.add("nobody", url=f"http://127.0.0.1:{free_port()}/mcp", timeout=5)
     assert info.value.code == "PROVIDER_UNAVAILABLE"
     with pytest.raises(UsageError, match="no MCP server named"):
-        await rt.tools.reconnect_mcp_server("never-added")
+        await rt.mcp.reconnect("never-added")
 
 
 async def test_tool_list_changes_are_followed(rt):
-    await rt.tools.add_mcp_server("peer", command=sys.executable, args=[PEER])
+    await rt.mcp.add("peer", command=sys.executable, args=[PEER])
     assert "peer:extra" not in rt.tools
     await rt.tools.invoke("peer:grow", {})
     async with asyncio.timeout(5):
@@ -246,10 +246,10 @@ async def test_tool_list_changes_are_followed(rt):
 
 async def test_removing_a_server_unregisters_its_tools_and_stop_leaves_no_process(tmp_path):
     async with Loom(workspace=tmp_path, native_tools=()) as rt:
-        await rt.tools.add_mcp_server("a", command=sys.executable, args=[PEER])
-        await rt.tools.add_mcp_server("b", command=sys.executable, args=[PEER])
-        assert await rt.tools.remove_mcp_server("a") and "a:add" not in rt.tools and "b:add" in rt.tools
-        assert not await rt.tools.remove_mcp_server("a")
+        await rt.mcp.add("a", command=sys.executable, args=[PEER])
+        await rt.mcp.add("b", command=sys.executable, args=[PEER])
+        assert await rt.mcp.remove("a") and "a:add" not in rt.tools and "b:add" in rt.tools
+        assert not await rt.mcp.remove("a")
     await asyncio.sleep(0.2)
     alive = [p for p in os.listdir("/proc") if p.isdigit() and PEER in _cmdline(p)]
     assert alive == [], "an MCP server outlived the runtime"
@@ -292,7 +292,7 @@ async def test_server_mode_in_process(rt):
 async def test_loom_mcp_serve_as_a_subprocess_over_stdio_and_http(rt, tmp_path):
     (tmp_path / "notes.txt").write_text("served by loom")
     cmd = [sys.executable, "-m", "loom.cli", "mcp", "serve", "--workspace", str(tmp_path)]
-    await rt.tools.add_mcp_server("loom", command=cmd[0], args=cmd[1:])
+    await rt.mcp.add("loom", command=cmd[0], args=cmd[1:])
     r = await rt.tools.invoke("loom:fs.read", {"path": "notes.txt"})
     assert r.ok and "served by loom" in r.output["text"]
     escape = await rt.tools.invoke("loom:fs.read", {"path": "../../etc/passwd"})
@@ -301,9 +301,9 @@ async def test_loom_mcp_serve_as_a_subprocess_over_stdio_and_http(rt, tmp_path):
     proc = await start_server(*cmd, "--transport", "http", "--port", str(port), port=port)
     try:
         assert listening_only_on_loopback(port)
-        await rt.tools.add_mcp_server("loomhttp", url=f"http://127.0.0.1:{port}/mcp")
+        await rt.mcp.add("loomhttp", url=f"http://127.0.0.1:{port}/mcp")
         r = await rt.tools.invoke("loomhttp:shell.exec", {"command": "echo", "args": ["over", "http"]})
         assert r.ok and "over http" in r.output["text"]
     finally:
-        await rt.tools.remove_mcp_server("loomhttp")
+        await rt.mcp.remove("loomhttp")
         await stop_server(proc)
