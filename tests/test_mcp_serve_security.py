@@ -24,6 +24,7 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
+import loom
 from loom import UsageError
 from loom.tools.mcp.exposure import allowed_hosts, served_native_tools
 from loom.tools.mcp.server import serve
@@ -151,6 +152,34 @@ async def test_with_the_right_token_the_mcp_client_lists_and_calls_tools(tmp_pat
             assert not r.is_error and "served with a token" in r.content[0].text
             escape = await client.call_tool("fs.read", {"path": "../../etc/passwd"})
             assert escape.is_error and "PERMISSION_DENIED" in escape.content[0].text  # still confined
+
+
+@pytest.mark.parametrize("transport", ["http", "sse"])
+async def test_a_loom_runtime_reaches_a_protected_server_by_its_configured_headers(tmp_path, transport):
+    from loom import Loom, ToolError
+
+    async with loom_mcp(tmp_path, transport, "--token", TOKEN) as base, Loom(workspace=tmp_path, native_tools=()) as rt:
+        url = f"{base}{PATHS[transport]}"
+        with pytest.raises(ToolError) as refused:
+            await rt.mcp.add("guarded", url=url, type=transport, timeout=10)
+        assert refused.value.code == "PROVIDER_UNAVAILABLE"  # without the header: refused (401)
+        os.environ["TEST_LOOM_MCP_TOKEN"] = TOKEN  # ${VAR} in a header value is expanded, as in env
+        try:
+            config = {
+                "guarded": {
+                    "url": url,
+                    "type": transport,
+                    "headers": {"Authorization": "Bearer ${TEST_LOOM_MCP_TOKEN}"},
+                }
+            }
+            (server,) = loom.tools.mcp.parse_mcp_config(config)
+        finally:
+            del os.environ["TEST_LOOM_MCP_TOKEN"]
+        assert TOKEN not in repr(server)  # a token stays out of reprs and logs
+        names = await rt.mcp.add(config=server)
+        assert "guarded:publish" in names
+        out = await rt.tools.invoke("guarded:publish", {"topic": "from.afar", "payload": "hi"})
+        assert out.ok, out.error
 
 
 async def test_loom_mcp_token_is_read_from_the_environment(tmp_path):

@@ -11,6 +11,7 @@ that fails because the connection broke (server crashed, unreachable) gives
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -126,12 +127,15 @@ class McpConnection:
         from mcp import Client
 
         try:
-            async with Client(
-                self._target(),
-                mode=self.config.mode,
-                read_timeout_seconds=self.config.timeout,
-                message_handler=self._on_message,
-            ) as client:
+            async with (
+                contextlib.AsyncExitStack() as resources,
+                Client(
+                    await self._target(resources),
+                    mode=self.config.mode,
+                    read_timeout_seconds=self.config.timeout,
+                    message_handler=self._on_message,
+                ) as client,
+            ):
                 self._client = client
                 info = client.server_info
                 self.server_info = f"{info.name} {info.version}" if info else ""
@@ -161,7 +165,9 @@ class McpConnection:
             if self.status != "closed":
                 self.status = "down"
 
-    def _target(self) -> Any:
+    async def _target(self, resources: contextlib.AsyncExitStack) -> Any:
+        """What mcp.Client connects through (an HTTP client with the configured headers goes
+        into ``resources``, closed after the connection)."""
         from mcp import StdioServerParameters
 
         c = self.config
@@ -181,8 +187,14 @@ class McpConnection:
         if c.transport == "sse":
             from mcp.client.sse import sse_client
 
-            return sse_client(c.url)
-        return c.url  # streamable HTTP
+            return sse_client(c.url, headers=c.headers or None)
+        if not c.headers:
+            return c.url  # streamable HTTP
+        from mcp.client.streamable_http import streamable_http_client
+        from mcp.shared._httpx_utils import create_mcp_http_client
+
+        http = await resources.enter_async_context(create_mcp_http_client(headers=c.headers))
+        return streamable_http_client(c.url, http_client=http)
 
     async def _register_tools(self) -> None:
         client = self._client

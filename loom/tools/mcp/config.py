@@ -7,7 +7,9 @@ Accepted shapes (a JSON text or the parsed value)::
     [{"name": "time", "command": "mcp-server-time"}]          # upstream's array form
 
 A server has either ``command`` (+ ``args``, ``env``, ``cwd``: stdio) or ``url`` (+ ``type``:
-``http``/``streamable-http`` (default for urls) or ``sse``).
+``http``/``streamable-http`` (default for urls) or ``sse``, and ``headers`` sent with every
+request, e.g. ``{"Authorization": "Bearer ${LOOM_MCP_TOKEN}"}``; ``${VAR}`` is expanded from the
+environment in ``env`` and ``headers`` values).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class McpServerConfig:
     env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
     url: str = ""
+    headers: dict[str, str] = field(default_factory=dict, repr=False)  # may carry a token: kept out of reprs
     timeout: float = 30.0
     mode: str = "auto"
 
@@ -48,6 +51,8 @@ class McpServerConfig:
             raise UsageError(
                 f"MCP server {self.name!r}: an {self.transport} server needs an http(s) url, got {self.url!r}"
             )
+        if self.headers and self.transport == "stdio":
+            raise UsageError(f"MCP server {self.name!r}: headers are for http and sse servers, not stdio")
         if not self.timeout > 0:
             raise UsageError(f"MCP server {self.name!r}: timeout must be positive")
 
@@ -71,6 +76,9 @@ def _one(name: str, spec: Any) -> McpServerConfig:
         raise UsageError(f"MCP server {name!r}: args must be a list of strings")
     if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
         raise UsageError(f"MCP server {name!r}: env must map strings to strings")
+    headers = spec.get("headers") or {}
+    if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        raise UsageError(f"MCP server {name!r}: headers must map strings to strings")
     return McpServerConfig(
         name=name,
         transport=transport,
@@ -79,6 +87,7 @@ def _one(name: str, spec: Any) -> McpServerConfig:
         env={k: os.path.expandvars(v) for k, v in env.items()},
         cwd=spec.get("cwd"),
         url=str(spec.get("url") or ""),
+        headers={k: os.path.expandvars(v) for k, v in headers.items()},
         timeout=float(spec.get("timeout", 30.0)),
         mode=str(spec.get("mode", "auto")),
     )
