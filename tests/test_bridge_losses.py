@@ -152,3 +152,22 @@ async def test_an_sdk_agent_whose_stream_breaks_gets_what_was_published_meanwhil
         assert server.by_agent["sturdy"].describe()["dropped"] == {}
     finally:
         await agent.stop()
+
+
+@pytest.mark.parametrize("kind", ["local", "grpc"])
+async def test_plain_emits_of_a_bridged_agent_leave_in_batches(tmp_path, monkeypatch, kind):
+    """Only conversation messages (requests, replies) are written one by one on an idle stream;
+    a burst of emits queues and leaves batched (one write each cost gRPC 4x its throughput)."""
+    monkeypatch.setenv("LOOM_BRIDGE_LOCAL", "1" if kind == "local" else "0")
+    async with Loom(workspace=tmp_path, native_tools=()) as rt:
+        server = await rt.start_bridge(port=0)
+        got = rt.bus.subscribe("burst", maxsize=1000)
+        agent = await Agent("chatty", address=f"127.0.0.1:{server.port}").start()
+        try:
+            before = server.by_agent["chatty"].received
+            for i in range(300):
+                await agent.emit("burst", str(i).encode())
+            await until(lambda: got.qsize() == 300, timeout=10)
+            assert server.by_agent["chatty"].received - before < 100  # stream messages, not events
+        finally:
+            await agent.stop()

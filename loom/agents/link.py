@@ -31,7 +31,13 @@ class Link(Protocol):
     """Also write the ``loom.``-prefixed envelope keys (peers running upstream's SDK may read them)."""
 
     async def publish(self, topic: str, event: Event) -> int:
-        """Publish ``event``; returns deliveries (where they are known)."""
+        """Publish ``event``; returns deliveries (where they are known). It may leave together
+        with others (the bridge batches what queues up)."""
+        ...
+
+    async def send(self, topic: str, event: Event) -> int:
+        """Publish a conversation message someone may be waiting for (a reply, an award): at once
+        where the link can (the bridge writes it on an idle stream itself), else like publish."""
         ...
 
     async def request(self, topic: str, event: Event) -> int:
@@ -81,7 +87,7 @@ class LocalLink:
         self.tools = tools
         self.supervisor = supervisor
         self.subscribe = bus.subscribe
-        self.publish = self.request = bus.publish  # the bus's own methods: no extra frame on the hot path
+        self.publish = self.send = self.request = bus.publish  # the bus's own: no extra frame on the hot path
         self.publish_nowait = bus.publish_nowait
 
     def unrouted(self, topic: str) -> bool:

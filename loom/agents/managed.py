@@ -226,20 +226,22 @@ class ManagedAgent:
     ) -> Awaitable[int]:
         """Publish ``event`` on ``topic`` as this agent (sender stamped); await it for the deliveries.
 
-        ``fresh``: the event was just built for this call and is not shared yet, so the envelope is
-        written into it instead of into a copy. ``request``: a reply is expected (see Link.request).
+        ``fresh``: the event was just built for this call with its own ``envelope`` (a request, a
+        reply, a message in a thread: a conversation someone may wait on) and is not shared yet,
+        so the envelope is written into it instead of into a copy. ``request``: a reply is expected
+        (see Link.request).
         """
+        self.emitted += 1
+        link = self.link
         if fresh and envelope is not None:
             envelope.sender = self.sender
             parent = self.current
             if parent is not None and envelope.hop == 0 and parent._env is not None:
                 envelope.ttl, envelope.hop = parent._env.ttl, parent._env.hop  # causal: inherit the budget
-            envelope.apply_to(event.metadata, upstream=self.link.upstream)
-        else:
-            event = self.stamp(event, envelope)
-        self.emitted += 1
-        # The link's awaitable itself (no frame of ours around it: this is the request/reply hot path).
-        return self.link.request(topic, event) if request else self.link.publish(topic, event)
+            envelope.apply_to(event.metadata, upstream=link.upstream)
+            # The link's awaitable itself (no frame of ours around it: the request/reply hot path).
+            return link.request(topic, event) if request else link.send(topic, event)
+        return link.publish(topic, self.stamp(event, envelope))
 
     # -- the actor loop ------------------------------------------------------------------
     async def _run(self) -> None:

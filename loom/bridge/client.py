@@ -119,11 +119,13 @@ class BridgeTransport:
         writer = self._writer
         if goodbye and writer is not None and not writer.done() and self.connected.is_set():
             try:  # what is queued, then the goodbye, then the end of the stream
-                await asyncio.wait_for(self._outbound.put(bridge_pb2.ClientEvent(goodbye=bridge_pb2.Goodbye())), 2)
-                await asyncio.wait_for(self._outbound.put(_END), 2)
-                await asyncio.wait_for(asyncio.shield(writer), 5)
-            except (TimeoutError, LoomError, OSError, grpc.aio.AioRpcError):
+                async with asyncio.timeout(2):
+                    await self._outbound.put(bridge_pb2.ClientEvent(goodbye=bridge_pb2.Goodbye()))
+                    await self._outbound.put(_END)
+            except TimeoutError:
                 log.info("agent %s: the stream did not take the goodbye in time", self.sender)
+            else:
+                await asyncio.wait({writer}, timeout=5)  # it ends, or the stream does (not raised here)
         self._count_unsent("agent_stopped")
         await self._supervisor.aclose()
         if self._stream is not None:
@@ -151,27 +153,23 @@ class BridgeTransport:
         self._send(bridge_pb2.ClientEvent(subscribe=msg) if present else bridge_pb2.ClientEvent(unsubscribe=msg))
 
     def publish(self, topic: str, event: Event) -> Awaitable[int]:
-        return self._publish(bridge_pb2.Publish(topic=topic, event=event.to_proto()))
+        return self._publish(bridge_pb2.Publish(topic=topic, event=event.to_proto()), now=False)
+
+    def send(self, topic: str, event: Event) -> Awaitable[int]:
+        return self._publish(bridge_pb2.Publish(topic=topic, event=event.to_proto()), now=True)
 
     def request(self, topic: str, event: Event) -> Awaitable[int]:
         # The hub answers err NO_SUBSCRIBERS when nothing subscribes (see _on_error).
-        return self._publish(bridge_pb2.Publish(topic=topic, event=event.to_proto(), expect_reply=True))
+        return self._publish(bridge_pb2.Publish(topic=topic, event=event.to_proto(), expect_reply=True), now=True)
 
     def unrouted(self, topic: str) -> bool:
         return False  # not known here: the hub tells the request's collector (NO_SUBSCRIBERS)
 
-    async def _publish(self, msg: Any) -> int:
-        event = msg.event
+    async def _publish(self, msg: Any, *, now: bool) -> int:
         if msg.ByteSize() > self.max_message_bytes - 1024:
-            raise LoomError(f"event {event.id} is {msg.ByteSize()} bytes: over the bridge's message limit")
+            raise LoomError(f"event {msg.event.id} is {msg.ByteSize()} bytes: over the bridge's message limit")
         queue, stream = self._outbound, self._stream
-        if (
-            stream is not None
-            and self.connected.is_set()
-            and "correlation_id" in event.metadata
-            and not self._wlock.locked()
-            and queue.empty()
-        ):
+        if now and stream is not None and self.connected.is_set() and not self._wlock.locked() and queue.empty():
             # A request or a reply (someone awaits it) on an idle stream: written here and now, not
             # one task hop later by the writer. Plain emits keep to the queue, where they batch.
             async with self._wlock:

@@ -83,7 +83,7 @@ class Collaborator:
             return self._agent.publish_as(topic, event, envelope, fresh=True, request=request)
         envelope.sender = self.sender
         envelope.apply_to(event.metadata)
-        return self.link.request(topic, event) if request else self.link.publish(topic, event)
+        return self.link.request(topic, event) if request else self.link.send(topic, event)
 
     async def _ask(self, topic: str, event: Event, envelope: Envelope, collector: ReplyCollector) -> None:
         """Publish a request whose replies ``collector`` waits for; a topic nobody subscribes to
