@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from loom import Event
+import loom
+from loom import Event, InvalidEvent, PayloadError
 from loom.bridge._pb.loom.v1 import event_pb2
 
 
@@ -50,10 +51,10 @@ def test_metadata_is_copied_not_aliased():
         ({"type": 3}, TypeError, "type must be str"),
         ({"payload": "text"}, TypeError, "payload must be bytes"),
         ({"payload": {"a": 1}}, TypeError, "from_json"),
-        ({"priority": 101}, ValueError, "0..100"),
-        ({"priority": -1}, ValueError, "0..100"),
+        ({"priority": 101}, InvalidEvent, "0..100"),
+        ({"priority": -1}, InvalidEvent, "0..100"),
         ({"priority": 5.0}, TypeError, "priority must be int"),
-        ({"confidence": 1.5}, ValueError, "0.0..1.0"),
+        ({"confidence": 1.5}, InvalidEvent, "0.0..1.0"),
         ({"confidence": True}, TypeError, "confidence"),
         ({"metadata": {"n": 1}}, TypeError, "'n' has a int value"),
         ({"metadata": {1: "x"}}, TypeError, "keys must be str"),
@@ -75,9 +76,9 @@ def test_bytearray_payload_is_accepted_as_bytes():
 
 def test_non_json_payload_raises_value_error_naming_the_event():
     e = Event("t", b"\xff\xfe")
-    with pytest.raises(ValueError, match=e.id):
+    with pytest.raises(PayloadError, match=e.id):
         e.json()
-    with pytest.raises(ValueError, match="not UTF-8"):
+    with pytest.raises(PayloadError, match="not UTF-8"):
         e.text()
     with pytest.raises(TypeError, match="JSON-serialisable"):
         Event.from_json("t", {1, 2})
@@ -118,3 +119,14 @@ def test_from_proto_repairs_what_a_peer_may_send():
     assert (low.priority, low.confidence, low.metadata, low.tags) == (0, 1.0, {"k": "v"}, ["a"])
     with pytest.raises(ValueError, match="NaN"):
         Event.from_proto(event_pb2.Event(type="t", confidence=float("nan")))
+
+
+def test_event_errors_speak_the_one_error_vocabulary():
+    """Value errors of events, and a refused bridge stream, are LoomErrors (still ValueErrors
+    where they were, so existing handlers keep working)."""
+    for exc in (InvalidEvent("x"), PayloadError("x")):
+        assert isinstance(exc, loom.LoomError) and isinstance(exc, ValueError)
+    with pytest.raises(loom.LoomError):
+        Event("")
+    refused = loom.StreamRefused("UNAUTHENTICATED", "wrong token")
+    assert isinstance(refused, loom.LoomError) and refused.code == "UNAUTHENTICATED"
