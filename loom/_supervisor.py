@@ -47,7 +47,7 @@ class Supervisor:
         self.name = name
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
-        self._waiters: set[Waiter] = set()
+        self._waiters: dict[Waiter, int] = {}  # waiter -> the watch it is in (its deadline entry's seq)
         self._stopped: set[asyncio.Task[Any]] = set()  # tasks a guard cancelled for the stop
         self._deadlines: list[tuple[float, int, Any]] = []  # heap of (when, seq, waiter); stale ones pruned
         self._seq = 0
@@ -97,23 +97,23 @@ class Supervisor:
         """
         if self._closed:
             raise RuntimeStopped(f"{self.name} is stopped")
+        self._seq = seq = self._seq + 1
         waiters = self._waiters
-        waiters.add(waiter)
+        waiters[waiter] = seq
         if timeout is None:
             return
         loop = asyncio.get_running_loop()
         when = loop.time() + timeout
-        self._seq += 1
         heap = self._deadlines
-        heapq.heappush(heap, (when, self._seq, waiter))
+        heapq.heappush(heap, (when, seq, waiter))
         if self._timer is None or when < self._timer_when:
             self._arm(loop, when)
         elif len(heap) > 64 + 2 * len(waiters):  # most entries belong to waits that already ended
-            self._deadlines = [entry for entry in heap if entry[2] in waiters]
+            self._deadlines = [entry for entry in heap if waiters.get(entry[2]) == entry[1]]
             heapq.heapify(self._deadlines)
 
     def unwatch(self, waiter: Waiter) -> None:
-        self._waiters.discard(waiter)  # its deadline entry, if any, goes when met or pruned
+        self._waiters.pop(waiter, None)  # its deadline entry, if any, goes when met or pruned
 
     def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         if self._timer is not None:
@@ -124,10 +124,10 @@ class Supervisor:
     def _expire_due(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
         now, heap, waiters = loop.time(), self._deadlines, self._waiters
-        while heap and (heap[0][0] <= now or heap[0][2] not in waiters):
-            _, _, waiter = heapq.heappop(heap)
-            if waiter in waiters:
-                waiter.expire()  # stays watched until its caller unwatches it
+        while heap and (heap[0][0] <= now or waiters.get(heap[0][2]) != heap[0][1]):
+            _, seq, waiter = heapq.heappop(heap)
+            if waiters.get(waiter) == seq:  # still in the watch this deadline belongs to
+                waiter.expire()  # it stays watched until its caller unwatches it
         if heap:
             self._arm(loop, heap[0][0])
 
@@ -138,7 +138,7 @@ class Supervisor:
             self._timer.cancel()
             self._timer = None
         self._deadlines.clear()
-        waiters, self._waiters = self._waiters, set()
+        waiters, self._waiters = self._waiters, {}
         for waiter in waiters:
             waiter.fail(RuntimeStopped(f"{self.name} stopped while this call was pending"))
 
@@ -197,7 +197,7 @@ class Guard:
         if task is None:
             return
         sup = self._sup
-        sup._waiters.discard(self)
+        sup._waiters.pop(self, None)
         if task in sup._stopped:
             sup._stopped.discard(task)
             # Our cancel is taken back; if someone else cancelled the task too, it stays cancelled.

@@ -221,3 +221,46 @@ async def test_state_and_counters_are_the_cores(place):
     snap = agent.core.snapshot()
     assert agent.state.persistent["n"] == 3 and snap["handled"] == 3 and snap["topics"][0] == "agent.counter.replies"
     assert json.dumps(snap)  # inspectors can show it
+
+
+async def test_a_handler_gets_its_reply_while_events_pile_up_behind_it(place):
+    """The reply a handler waits for is not stuck behind the events queued for it (behind the
+    bridge it is behind them on the wire: the stream's reader must still take it)."""
+    rt, make = place
+    got = []
+
+    async def echo(ctx, topic, event):
+        await ctx.reply(ctx.thread(event), event.payload)
+
+    async def asker(ctx, topic, event):
+        if event.type == "ask":
+            await asyncio.sleep(0.2)  # meanwhile the mailbox fills and more wait behind it
+            reply = await ctx.request(None, "svc.echo", b"ping", timeout_ms=3000)
+            got.append(reply.payload if reply else None)
+
+    await loom.Agent("echo", topics=["svc.echo"], on_event=echo, runtime=rt).start()
+    await make("busy", ["work"], asker, mailbox_size=4)
+    await rt.bus.publish("work", Event("ask", b""))
+    flood = asyncio.create_task(_publish_many(rt, "work", 50))
+    await until(lambda: got, timeout=5)
+    assert got == [b"ping"]
+    await asyncio.wait_for(flood, 10)
+    await rt.agents.delete("echo")
+
+
+async def test_a_runtime_stopped_error_from_elsewhere_is_an_ordinary_handler_failure(place, tmp_path):
+    rt, make = place
+    other = await Loom(name="other", workspace=tmp_path / "other", native_tools=()).start()
+    await other.stop()
+    seen = []
+
+    async def handler(ctx, topic, event):
+        seen.append(event.payload)
+        if event.payload == b"stale":
+            await other.tools.invoke("anything", {})  # a runtime that stopped: RuntimeStopped
+
+    agent = await make("survivor", ["in"], handler)
+    for payload in (b"stale", b"next"):
+        await rt.bus.publish("in", Event("n", payload))
+    await until(lambda: seen == [b"stale", b"next"], timeout=5)
+    assert agent.core.failed == 1 and agent.core.status == "running"

@@ -428,3 +428,15 @@ async def test_snapshot_is_json_safe_for_inspectors(rt):
     snap = rt.agents["c"].snapshot()
     json.dumps(snap)
     assert snap["status"] == "running" and snap["state"]["persistent"] == {"count": 1}
+
+
+async def test_events_of_publishers_still_waiting_when_an_agent_stops_are_counted(rt):
+    gate = asyncio.Event()
+    rec = Recorder(gate=gate)
+    agent = await rt.agents.create("slow", rec, topics=["t"], mailbox_size=2, start=True)
+    publishers = asyncio.gather(*(rt.bus.publish("t", Event("n", b"")) for _ in range(10)))
+    await until(lambda: agent.mailbox_depth == 2)
+    await rt.agents.stop("slow")
+    delivered = sum(await publishers)
+    dropped = rt.bus.stats("t").dropped
+    assert dropped == {"agent_stopped": 9} and delivered == 3  # 1 in the handler, 2 queued, 7 waiting

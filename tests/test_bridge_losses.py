@@ -171,3 +171,41 @@ async def test_plain_emits_of_a_bridged_agent_leave_in_batches(tmp_path, monkeyp
             assert server.by_agent["chatty"].received - before < 100  # stream messages, not events
         finally:
             await agent.stop()
+
+
+@pytest.mark.parametrize("kind", ["local", "grpc"])
+async def test_a_busy_agent_still_gets_its_control_messages_and_keeps_its_session(tmp_path, monkeypatch, kind):
+    """A full queue toward a busy agent is backpressure, not a stall: an err, a pong or an
+    ActionCall for it goes ahead of the deliveries and nothing is cut or dropped."""
+    monkeypatch.setenv("LOOM_BRIDGE_LOCAL", "1" if kind == "local" else "0")
+    async with Loom(workspace=tmp_path, native_tools=()) as rt:
+        server = await rt.start_bridge(port=0, stream_queue=8, stall_timeout=30)
+        gate, handled, outcome = asyncio.Event(), [], []
+
+        async def handler(ctx, topic, event):
+            if event.type == "ask":
+                await gate.wait()  # busy: a backlog builds up behind this event
+                try:
+                    await ctx.request(None, "nobody.home", b"?", timeout_ms=5000)
+                except loom.NoSubscribers:
+                    outcome.append("no subscribers")
+                return
+            handled.append(event.payload)
+
+        agent = await Agent(
+            "busy", topics=["work"], on_event=handler, mailbox_size=2, address=f"127.0.0.1:{server.port}"
+        ).start()
+        try:
+            await rt.bus.publish("work", loom.Event("ask", b""))
+            flood = asyncio.gather(*(rt.bus.publish("work", loom.Event("n", b"x" * 20_000)) for _ in range(100)))
+            await asyncio.sleep(0.3)  # a backlog builds (the hub-side case of a full queue: test_bridge_accounting)
+            session = server.by_agent["busy"]
+            gate.set()
+            await until(lambda: outcome, timeout=5)
+            assert outcome == ["no subscribers"]  # the err came through at once, not a 5 s timeout
+            await asyncio.wait_for(flood, 10)
+            await until(lambda: len(handled) == 100, timeout=10)
+            assert server.by_agent["busy"] is session and session.describe()["dropped"] == {}
+            assert agent._transport.reconnects == 0
+        finally:
+            await agent.stop()

@@ -281,3 +281,11 @@ def test_the_trio_example_answers_the_question():
     assert "agent.researcher" in out.stdout and "collab.reply" in out.stdout
     assert "research.request" in out.stdout  # the planner names its request's type; the researcher tests it
     assert "event-driven agent runtime" in out.stdout
+
+
+async def test_a_request_for_several_replies_raises_request_timeout_when_asked(rt):
+    rt.bus.subscribe("quiet")
+    asker = await Agent("impatient").start()
+    for first_k in (1, 2):
+        with pytest.raises(loom.RequestTimeout):
+            await asker.ctx.request(None, "quiet", b"?", first_k=first_k, timeout_ms=20, raise_on_timeout=True)

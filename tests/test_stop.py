@@ -145,3 +145,39 @@ async def test_a_stopped_runtime_takes_no_new_parts(tmp_path):
     await rt.stop()
     with pytest.raises(loom.UsageError, match="stopped"):
         await rt.add_component(Part("late", []))
+
+
+async def test_waits_share_one_timer_and_each_expires_at_its_own_deadline():
+    from loom._supervisor import Supervisor
+
+    class Waiter:
+        def __init__(self) -> None:
+            self.expired_at: float | None = None
+
+        def fail(self, error: BaseException) -> None:
+            pass
+
+        def expire(self) -> None:
+            self.expired_at = asyncio.get_running_loop().time()
+
+    sup = Supervisor("deadlines")
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    late, early, ended, rewatched = Waiter(), Waiter(), Waiter(), Waiter()
+    sup.watch(late, 0.3)
+    sup.watch(early, 0.05)  # a shorter deadline after a longer one
+    sup.watch(ended, 0.1)
+    sup.unwatch(ended)
+    sup.watch(rewatched, 0.05)
+    sup.unwatch(rewatched)
+    sup.watch(rewatched, 0.5)  # watched again: only its new deadline counts
+    for _ in range(1000):  # many waits that end before their deadline
+        w = Waiter()
+        sup.watch(w, 0.2)
+        sup.unwatch(w)
+    assert len(sup._deadlines) < 100  # their entries are pruned, not kept until they pass
+    await asyncio.sleep(0.4)
+    assert 0.04 < early.expired_at - start < 0.2 and 0.29 < late.expired_at - start < 0.45
+    assert ended.expired_at is None and rewatched.expired_at is None
+    await sup.aclose()
+    assert sup._timer is None

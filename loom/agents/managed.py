@@ -262,9 +262,9 @@ class ManagedAgent:
                 self.handled += 1
                 if actions:
                     await self._execute(actions)
-            except RuntimeStopped:
-                return  # the runtime (or, behind the bridge, the agent) is stopping: not the handler's fault
             except Exception as exc:  # noqa: BLE001 - handler errors are contained and reported
+                if isinstance(exc, RuntimeStopped) and self.link.supervisor.closed:
+                    return  # its own runtime (behind the bridge: its link) is stopping: not the handler's fault
                 if self._record_failure(topic, event, exc):
                     self.current = None
                     await self.halt("failed")

@@ -1,17 +1,13 @@
 """BridgeTransport: an SDK Agent in another process, joined to a runtime through the bridge.
 
-The agent runs the same core as an in-process one (:class:`~loom.agents.managed.ManagedAgent`:
-mailbox loop, hop rule, contained errors and restart policy, envelope stamping, pending-reply
-inbox); this transport is the core's :class:`~loom.agents.link.Link`. Its subscriptions (the
-mailbox, a barrier's listener) live on a bus of this process whose patterns the hub forwards
-(the hub sends each event once, with its concrete topic: the local bus routes it, so an event
-matching two patterns is handled once, as in-process). Publishes go over the stream; tools
-through ``ForwardAction``; the agent's capabilities answer the hub's ActionCalls.
-
-The stream re-registers and reopens with backoff (0.5 s doubling to 10 s) when it breaks, and a
-unary Heartbeat every 15 s detects a dead hub. What the agent publishes meanwhile waits in its
-outbound queue (bounded: publishers wait when it is full) and leaves on the next stream; the hub
-keeps the events for the agent meanwhile (docs/bridge.md).
+The agent runs the same core as an in-process one (:class:`~loom.agents.managed.ManagedAgent`);
+this transport is its :class:`~loom.agents.link.Link`. Its subscriptions (the mailbox, a
+barrier's listener) live on a bus of this process whose patterns the hub forwards; the hub sends
+each event once with its concrete topic and the local bus routes it (:mod:`loom.bridge.inbound`).
+Publishes go over the stream, tools through ``ForwardAction``; its capabilities answer ActionCalls.
+The stream re-registers and reopens with backoff (0.5 s doubling to 10 s) when it breaks, a
+Heartbeat every 15 s detects a dead hub; what is published meanwhile waits in the outbound queue
+(bounded) for the next stream, and the hub keeps the agent's events (docs/bridge.md).
 """
 
 from __future__ import annotations
@@ -26,8 +22,10 @@ from loom._supervisor import Supervisor
 from loom.agents.runtime import AgentRuntime
 from loom.bridge._grpc import grpc
 from loom.bridge._pb.loom.v1 import bridge_pb2, bridge_pb2_grpc
-from loom.bridge.batching import write_queue
+from loom.bridge.batching import Stale, StreamWriter
+from loom.bridge.inbound import Inbound
 from loom.bridge.local import is_loopback, open_local_stream
+from loom.bridge.outbox import Outbox
 from loom.bridge.remote import answer_action_call, capability_descriptors, forward_action
 from loom.errors import BrokenError, LoomError, NoSubscribers
 from loom.events.bus import EventBus
@@ -66,6 +64,7 @@ class BridgeTransport:
         local_stream: bool | None = None,
         max_message_bytes: int = 4 * 1024 * 1024,
         outbound_size: int = 1024,
+        inbound_backlog: int = 4096,
     ):
         self.address = address
         self.local_stream = os.environ.get("LOOM_BRIDGE_LOCAL", "1") != "0" if local_stream is None else local_stream
@@ -84,9 +83,12 @@ class BridgeTransport:
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None
         # Kept across reconnects: what is published while the stream is down leaves on the next one.
-        self._outbound: asyncio.Queue[Any] = asyncio.Queue(maxsize=outbound_size)
+        self._outbound = Outbox(bridge_pb2.Publish, outbound_size)
+        self._inbound: Inbound | None = None
+        self.inbound_backlog = inbound_backlog
         self._stream: Any = None  # the live EventStream call (or same-host stream)
         self._writer: asyncio.Task[None] | None = None
+        self._writer_idle = False
         self._wlock = asyncio.Lock()  # one write at a time on the stream (the writer or a direct publish)
         self._pong: asyncio.Future[None] | None = None
         self._stopping = False
@@ -101,6 +103,7 @@ class BridgeTransport:
         self.sender = f"agent.{agent.agent_id}"
         try:
             self.core = core = await start_agent(self.agents, agent)  # its mailbox exists before the hub delivers
+            self._inbound = Inbound(self.bus, core._intercept, self._supervisor.spawn, self.inbound_backlog)
             await self._connect()
         except BaseException:
             await self._shutdown(goodbye=False)
@@ -114,8 +117,8 @@ class BridgeTransport:
 
     async def _shutdown(self, *, goodbye: bool) -> None:
         self._stopping = True
-        self._supervisor.stop_waiters()  # requests and tool calls pending elsewhere: RuntimeStopped now
-        await self.agents.aclose()
+        await self.agents.aclose()  # on_shutdown runs; requests the agent waits on fail (ClosedError)
+        self._supervisor.stop_waiters()  # tool calls and other waits on this link: RuntimeStopped
         writer = self._writer
         if goodbye and writer is not None and not writer.done() and self.connected.is_set():
             try:  # what is queued, then the goodbye, then the end of the stream
@@ -126,7 +129,9 @@ class BridgeTransport:
                 log.info("agent %s: the stream did not take the goodbye in time", self.sender)
             else:
                 await asyncio.wait({writer}, timeout=5)  # it ends, or the stream does (not raised here)
-        self._count_unsent("agent_stopped")
+        unsent = sum(1 for m in self._outbound.drain() if isinstance(m, bridge_pb2.Publish))
+        if unsent:
+            self._count("agent_stopped", unsent)
         await self._supervisor.aclose()
         if self._stream is not None:
             self._stream.cancel()
@@ -134,12 +139,6 @@ class BridgeTransport:
             await self._channel.close()
             self._channel = None
         await self.bus.aclose()
-
-    def _count_unsent(self, reason: str) -> None:
-        n = sum(1 for m in _drain(self._outbound) if isinstance(m, bridge_pb2.Publish))
-        if n:
-            self.dropped[reason] = self.dropped.get(reason, 0) + n
-            log.info("agent %s: %d unsent events counted as %s", self.sender, n, reason)
 
     # -- Link ----------------------------------------------------------------------------
     def subscribe(self, patterns: str | Iterable[str], **options: Any) -> Subscription:
@@ -185,9 +184,12 @@ class BridgeTransport:
         try:
             self._outbound.put_nowait(bridge_pb2.Publish(topic=topic, event=event.to_proto()))
         except asyncio.QueueFull:
-            self.dropped["queue_full"] = self.dropped.get("queue_full", 0) + 1
+            self._count("queue_full")
             return 0
         return 1
+
+    def _count(self, reason: str, n: int = 1) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + n
 
     async def invoke(
         self,
@@ -265,46 +267,60 @@ class BridgeTransport:
 
     async def _write(self, call: Any, batch: bool) -> None:
         """The stream's writer: client messages in order; publishes already waiting go out as one
-        PublishBatch when the hub takes batches. Ends at the end marker, when the stream is no
-        longer the current one, or when it breaks (the reader sees that and reconnects)."""
+        PublishBatch when the hub takes batches. Ends at the end marker, or when the stream is no
+        longer the current one (what it took goes back for the next stream), or when it breaks
+        (the reader sees that and reconnects)."""
         ClientEvent, PublishBatch = bridge_pb2.ClientEvent, bridge_pb2.PublishBatch  # noqa: N806
         lock = self._wlock
 
         async def write(msg: Any) -> None:
-            async with lock:
+            async with lock:  # a direct send may be writing
+                if call is not self._stream:
+                    raise Stale
                 await call.write(msg)
 
+        writer = StreamWriter(
+            self._outbound,
+            write,
+            end=_END,
+            one=lambda p: ClientEvent(publish=p),
+            many=(lambda items: ClientEvent(publish_batch=PublishBatch(items=items))) if batch else None,
+            max_bytes=self.max_message_bytes,
+            idle=self._set_writer_idle,
+            stop=lambda: call is not self._stream,
+        )
         try:
-            await write_queue(
-                self._outbound,
-                write,
-                end=_END,
-                kind=bridge_pb2.Publish,
-                one=lambda p: ClientEvent(publish=p),
-                many=(lambda items: ClientEvent(publish_batch=PublishBatch(items=items))) if batch else None,
-                max_bytes=self.max_message_bytes,
-                stop=lambda: call is not self._stream,
-            )
-            await call.done_writing()
+            await writer.run()
+            if call is self._stream:
+                await call.done_writing()
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError, ConnectionError) as exc:
             log.info("bridge stream closed for writing: %r", exc)
+            if writer.in_flight:  # a failed write most likely did not arrive
+                self._count("disconnected", len(writer.in_flight))
             call.cancel()  # the reader sees the end and reconnects
 
+    def _set_writer_idle(self, idle: bool) -> None:
+        self._writer_idle = idle
+
     def _send(self, msg: Any) -> None:
-        try:
-            self._outbound.put_nowait(msg)
-        except asyncio.QueueFull:
-            raise BrokenError("the bridge is not reading: outbound queue full") from None
+        """Queue a control message (never raises: the bus's pattern bookkeeping calls it)."""
+        if not self._outbound.put_control(msg):  # thousands unsent: the hub has not read for long
+            self._count("control_full")
 
     async def _read(self, call: Any) -> None:
+        inbound = self._inbound
+        assert inbound is not None
         try:
             async for msg in call:
                 kind = msg.WhichOneof("msg")
                 if kind == "delivery":
-                    await self._on_delivery(msg.delivery)
+                    d = msg.delivery
+                    inbound.deliver(d.concrete_topic or d.topic, Event.from_proto(d.event))
+                    await inbound.room()
                 elif kind == "delivery_batch":
                     for d in msg.delivery_batch.items:
-                        await self._on_delivery(d)
+                        inbound.deliver(d.concrete_topic or d.topic, Event.from_proto(d.event))
+                    await inbound.room()
                 elif kind == "pong":
                     if self._pong is not None and not self._pong.done():
                         self._pong.set_result(None)
@@ -313,7 +329,7 @@ class BridgeTransport:
                         self._answer(msg.action_call), name=f"loom.bridge.client.call:{msg.action_call.id}"
                     )
                 elif kind == "err":
-                    await self._on_error(msg.err)
+                    self._on_error(msg.err)
         except asyncio.CancelledError:
             raise
         except grpc.aio.AioRpcError as exc:
@@ -326,16 +342,12 @@ class BridgeTransport:
             if call is self._stream:
                 self.connected.clear()
                 self._stream = None
-                if self._writer is not None and not self._writer.done():
-                    self._writer.cancel()  # it waits on the queue the next stream's writer serves
+                if self._writer is not None and self._writer_idle:
+                    self._writer.cancel()  # nothing in hand; otherwise it puts back what it took
             if live and not self._stopping:
                 self._supervisor.spawn(self._reconnect(), name="loom.bridge.client.reconnect")
 
-    async def _on_delivery(self, d: Any) -> None:
-        # Backpressure: a full mailbox holds this reader, and through the stream, the hub.
-        await self.bus.publish(d.concrete_topic or d.topic, Event.from_proto(d.event))
-
-    async def _on_error(self, err: Any) -> None:
+    def _on_error(self, err: Any) -> None:
         details = dict(err.details)
         self.last_error = f"{err.code}: {err.message}"
         if err.code == "NO_SUBSCRIBERS" and self.core is not None:
@@ -347,8 +359,8 @@ class BridgeTransport:
         if err.code == "TOO_LARGE" and details.get("topic"):
             # The agent learns which event it missed, on that event's topic, in order with the others.
             notice = Event.from_json("bridge.dropped", {"reason": "too_large", **details}, source="loom.bridge")
-            notice = notice._with_metadata({"reason": "too_large", **details})
-            await self.bus.publish(details["topic"], notice)
+            assert self._inbound is not None
+            self._inbound.deliver(details["topic"], notice._with_metadata({"reason": "too_large", **details}))
             return
         log.warning("bridge says %s: %s", err.code, err.message)
 
@@ -380,16 +392,8 @@ class BridgeTransport:
                     stream.cancel()  # the reader sees the end and reconnects
 
     async def _answer(self, call: Any) -> None:
-        assert self._agent is not None
-        result = await answer_action_call(self._agent.agent_id, self._agent.capabilities, call)
-        try:
-            self._send(bridge_pb2.ClientEvent(action_result=result))
-        except BrokenError:
-            log.info("could not answer action call %s: stream gone", call.id)
-
-
-def _drain(queue: asyncio.Queue[Any]) -> list[Any]:
-    items = []
-    while not queue.empty():
-        items.append(queue.get_nowait())
-    return items
+        agent = self._agent
+        assert agent is not None
+        self._send(
+            bridge_pb2.ClientEvent(action_result=await answer_action_call(agent.agent_id, agent.capabilities, call))
+        )

@@ -16,17 +16,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from loom.bridge._pb.loom.v1 import bridge_pb2
-from loom.bridge.batching import write_queue
+from loom.bridge.batching import StreamWriter
 from loom.events.qos import DropReason
 
 if TYPE_CHECKING:
     from loom.bridge.session import Session
 
-__all__ = ["CLOSE", "Connection"]
+__all__ = ["Connection"]
 
 log = logging.getLogger("loom.bridge")
 _ids = itertools.count(1)
-CLOSE = object()  # put in the session's queue to end this stream's writer
 
 
 class Connection:
@@ -54,7 +53,7 @@ class Connection:
         """Write ``msg`` now, skipping the writer task, when that cannot reorder or starve anything:
         the writer is idle on an empty queue and this is the first such write of the loop turn
         (the rest of a burst queues up, so the writer still batches it)."""
-        if self.write_now is None or not self._idle or self._turn_used or self.session.outbound.qsize():
+        if self.write_now is None or not self._idle or self._turn_used or not self.session.outbound.empty():
             return False
         if type(msg) is bridge_pb2.Delivery:
             msg = bridge_pb2.ServerEvent(delivery=msg)
@@ -68,15 +67,15 @@ class Connection:
         self._turn_used = False
 
     def send(self, msg: Any) -> bool:
-        """Send a server message without waiting; False (and the stream is closed) when the queue is full."""
+        """Send a control message (a pong, an error, an action call) without waiting, ahead of
+        queued deliveries; False when the stream is closed, or when the client has not read
+        thousands of them (then it stalls: the stream is closed)."""
         if self.closed.is_set():
             return False
         if self.write_direct(msg):
             return True
-        try:
-            self.session.outbound.put_nowait(msg)
-        except asyncio.QueueFull:
-            self.close("client stalled: its stream queue is full", "RESOURCE_EXHAUSTED")
+        if not self.session.outbound.put_control(msg):
+            self.close("client stalled: it reads none of its control messages", "RESOURCE_EXHAUSTED")
             return False
         return True
 
@@ -89,7 +88,7 @@ class Connection:
         session = self.session
         limit = session.server.max_message_bytes
         if session.sub is not None:
-            session.sub._count_drop(DropReason.TOO_LARGE, session.server.bus._routes.get(d.concrete_topic))
+            session.sub.count_drop(DropReason.TOO_LARGE, d.concrete_topic)
         details = {
             "topic": d.concrete_topic or d.topic,
             "event_id": d.event.id,
@@ -106,29 +105,40 @@ class Connection:
     async def write_all(self, write: Any) -> None:
         """The stream's writer: send the session's queued messages in order until closed;
         consecutive deliveries already waiting go out as one DeliveryBatch when the client takes
-        batches. Returns when the stream is closed, also when that happened while a write was
-        stuck on a client that does not read (a stall: the write is abandoned)."""
+        batches. Returns when the stream is closed (what it took and did not write goes back for
+        the next stream), also when that happened while a write was stuck on a client that does
+        not read (a stall: the write is abandoned and its deliveries counted dropped)."""
         ServerEvent, DeliveryBatch = bridge_pb2.ServerEvent, bridge_pb2.DeliveryBatch  # noqa: N806
+        session = self.session
         self._writer = asyncio.current_task()
+        writer = StreamWriter(
+            session.outbound,
+            write,
+            end=None,
+            one=lambda d: ServerEvent(delivery=d),
+            many=(lambda items: ServerEvent(delivery_batch=DeliveryBatch(items=items))) if session.batch else None,
+            max_bytes=session.server.max_message_bytes,
+            idle=self._set_idle,
+            too_large=self._too_large,
+            stop=self.closed.is_set,
+        )
         try:
-            await write_queue(
-                self.session.outbound,
-                write,
-                end=CLOSE,
-                kind=bridge_pb2.Delivery,
-                one=lambda d: ServerEvent(delivery=d),
-                many=(lambda items: ServerEvent(delivery_batch=DeliveryBatch(items=items)))
-                if self.session.batch
-                else None,
-                max_bytes=self.session.server.max_message_bytes,
-                idle=self._set_idle,
-                too_large=self._too_large,
-                stop=self.closed.is_set,
-            )
+            await writer.run()
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if not self._cut or task is None or task.uncancel() > 0:  # not (only) our own cancel
                 raise
+            if self.close_code:  # cut off a client that does not read: what it was sent is lost
+                self._lost(writer.in_flight)
+        except Exception:
+            self._lost(writer.in_flight)  # the write failed: the stream broke under it
+            raise
+
+    def _lost(self, deliveries: list[Any]) -> None:
+        sub = self.session.sub
+        if sub is not None:
+            for d in deliveries:
+                sub.count_drop(DropReason.DISCONNECTED, d.concrete_topic)
 
     def _set_idle(self, idle: bool) -> None:
         self._idle = idle

@@ -20,6 +20,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from loom.bridge._pb.loom.v1 import bridge_pb2
+from loom.bridge.outbox import Outbox
 from loom.errors import InvalidTopic, LoomError, SubscriptionClosed
 from loom.events.event import Event
 from loom.events.qos import DropReason, QoS
@@ -45,7 +46,7 @@ class Session:
         self.qos = qos
         self.once = once  # one Delivery per event (topic = concrete topic) instead of one per pattern
         self.batch = batch  # the client takes DeliveryBatch messages
-        self.outbound: asyncio.Queue[Any] = asyncio.Queue(maxsize=server.stream_queue)
+        self.outbound = Outbox(bridge_pb2.Delivery, server.stream_queue)
         self.sub: Subscription | None = None
         self.patterns: list[str] = []
         self.stream: Connection | None = None
@@ -53,11 +54,15 @@ class Session:
         self.closed = False
         self.delivered = 0
         self.received = 0
-        self.holding = False  # the forwarder waits for room with a message in hand
-        self._in_hand: Any = None  # the message the forwarder waits to queue
+        self._in_hand: list[Any] = []  # what the forwarder took from the subscription and has not queued
         self._forwarder: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._matches: dict[str, tuple[str, ...]] = {}  # concrete topic -> patterns (per-pattern mode)
+
+    @property
+    def holding(self) -> bool:
+        """The forwarder holds messages it waits to queue: later events go behind them."""
+        return bool(self._in_hand)
 
     # -- subscriptions -------------------------------------------------------------------
     def subscribe(self, pattern: str) -> None:
@@ -106,7 +111,7 @@ class Session:
         # The common case, synchronously in the publisher: a live stream, room in the queue and
         # nothing of this agent waiting ahead -> straight into the queue (no forwarder task hop).
         stream, outbound, sub = self.stream, self.outbound, self.sub
-        if stream is None or self.holding or sub is None or sub.qsize() or outbound.full():
+        if stream is None or self._in_hand or sub is None or sub.qsize() or outbound.full():
             return False  # the forwarder takes it, in order, with the stall and parking rules
         msgs = self._messages(item.topic, item.event)
         if outbound.maxsize - outbound.qsize() < len(msgs):
@@ -120,37 +125,34 @@ class Session:
     async def _forward(self, sub: Subscription) -> None:
         try:
             async for topic, event in sub:
-                for msg in self._messages(topic, event):
-                    if not await self._put(msg):
+                pending = self._in_hand = self._messages(topic, event)
+                while pending:
+                    if not await self._put(pending[0]):
+                        self.close(DropReason.DISCONNECTED)  # it stalled and was cut: what is held is counted
                         return
+                    pending.pop(0)
                     self.delivered += 1
         except SubscriptionClosed:
             return
 
     async def _put(self, msg: Any) -> bool:
         """Queue ``msg``, waiting for room: on a live stream at most ``stall_timeout`` (then the
-        stream is cut for stalling), while parked as long as the session lives."""
+        stream is cut for stalling: False), while parked as long as the session lives."""
         outbound = self.outbound
         if not outbound.full():
             outbound.put_nowait(msg)
             return True
-        self.holding = True  # later events queue behind this one, not beside it
-        self._in_hand = msg
-        try:
-            while True:
-                stream = self.stream
-                try:
-                    async with asyncio.timeout(self.server.stall_timeout if stream is not None else None):
-                        await outbound.put(msg)
-                    return True
-                except TimeoutError:
-                    if stream is self.stream:  # the same stream stayed full all along: it stalls
-                        stall = self.server.stall_timeout
-                        stream.close(f"client stalled: no room in its stream for {stall:g}s", "RESOURCE_EXHAUSTED")
-                        return False
-        finally:
-            self.holding = False
-            self._in_hand = None
+        while True:
+            stream = self.stream
+            try:
+                async with asyncio.timeout(self.server.stall_timeout if stream is not None else None):
+                    await outbound.put(msg)
+                return True
+            except TimeoutError:
+                if stream is self.stream:  # the same stream stayed full all along: it stalls
+                    stall = self.server.stall_timeout
+                    stream.close(f"client stalled: no room in its stream for {stall:g}s", "RESOURCE_EXHAUSTED")
+                    return False
 
     # -- streams -------------------------------------------------------------------------
     def attach(self, stream: Connection) -> None:
@@ -194,13 +196,7 @@ class Session:
     def _keep_deliveries_only(self) -> None:
         """What an ended stream left queued: events stay (for the next stream); answers to that
         stream (pongs, errors, action calls whose callers were just failed) go."""
-        kept = []
-        while not self.outbound.empty():
-            msg = self.outbound.get_nowait()
-            if type(msg) is bridge_pb2.Delivery:
-                kept.append(msg)
-        for msg in kept:
-            self.outbound.put_nowait(msg)
+        self.outbound.requeue([m for m in self.outbound.drain() if type(m) is bridge_pb2.Delivery])
 
     def close(self, reason: DropReason | str = DropReason.CLOSED) -> int:
         """End the session: every event still held is counted dropped with ``reason``; returns how many."""
@@ -216,15 +212,11 @@ class Session:
         sub = self.sub
         if sub is not None:
             dropped += sub.close(discard=reason)
-            routes = self.server.bus._routes
-            while not self.outbound.empty():
-                msg = self.outbound.get_nowait()
+            for msg in [*self.outbound.drain(), *self._in_hand]:
                 if type(msg) is bridge_pb2.Delivery:
-                    sub._count_drop(reason, routes.get(msg.concrete_topic))
+                    sub.count_drop(reason, msg.concrete_topic)
                     dropped += 1
-            if self._in_hand is not None:
-                sub._count_drop(reason, routes.get(self._in_hand.concrete_topic))
-                dropped += 1
+            self._in_hand = []
         if self._forwarder is not None:
             self._forwarder.cancel()
         self.server._session_closed(self)

@@ -64,7 +64,6 @@ class EventBus:
         self._evicted = _Route("<evicted>")
         self._callback_tasks: weakref.WeakValueDictionary[str, asyncio.Task[Any]] = weakref.WeakValueDictionary()
         self._on_pattern = on_pattern
-        self._pattern_refs: dict[str, int] = {}  # kept only with on_pattern
 
     # -- subscribe -----------------------------------------------------------------------
     def subscribe(
@@ -162,31 +161,12 @@ class EventBus:
         self._gen += 1
         if callback is not None:
             try:
-                task = self._supervisor.spawn(self._run_callback(sub, callback), name=f"loom.bus.callback:{sub_id}")
+                task = self._supervisor.spawn(sub._run_callback(callback), name=f"loom.bus.callback:{sub_id}")
             except BaseException:
                 self._close_subscription(sub, "closed")
                 raise
             self._callback_tasks[sub_id] = task
         return sub
-
-    async def _run_callback(self, sub: Subscription, callback: Callback) -> None:
-        is_async = asyncio.iscoroutinefunction(callback) or asyncio.iscoroutinefunction(
-            getattr(callback, "__call__", None)  # noqa: B004 - callable objects with async __call__
-        )
-        try:
-            async for topic, event in sub:
-                try:
-                    if is_async:
-                        await callback(topic, event)  # type: ignore[misc]
-                    else:
-                        result = callback(topic, event)
-                        if asyncio.iscoroutine(result):
-                            await result
-                except Exception:
-                    sub._handler_errors += 1
-                    log.exception("subscription %s callback failed on %s (%s)", sub.id, topic, event.type)
-        finally:
-            self._close_subscription(sub, sub.close_reason or "closed")
 
     def _add_pattern(self, sub: Subscription, pattern: str) -> None:
         validate_pattern(pattern)
@@ -206,25 +186,17 @@ class EventBus:
         self._gen += 1
 
     def _index_add(self, pattern: str, sub: Subscription) -> None:
-        self._index.add(pattern, sub)
-        if self._on_pattern is not None:
-            refs = self._pattern_refs.get(pattern, 0)
-            self._pattern_refs[pattern] = refs + 1
-            if not refs:
-                self._on_pattern(pattern, True)
+        if self._index.add(pattern, sub) and self._on_pattern is not None:
+            self._on_pattern(pattern, True)
 
     def _index_remove(self, pattern: str, sub: Subscription) -> None:
         self._index.remove(pattern, sub)
-        if self._on_pattern is not None:
-            refs = self._pattern_refs.pop(pattern, 0) - 1
-            if refs > 0:
-                self._pattern_refs[pattern] = refs
-            else:
-                self._on_pattern(pattern, False)
+        if self._on_pattern is not None and not self._index.holds(pattern):
+            self._on_pattern(pattern, False)
 
     def patterns(self) -> list[str]:
-        """The patterns some open subscription holds (tracked on a bus made with ``on_pattern``)."""
-        return list(self._pattern_refs)
+        """The patterns some open subscription holds."""
+        return sorted({p for p, _ in self._index.patterns()})
 
     def unsubscribe(self, subscription_id: str) -> bool:
         """Close the subscription with this id. Returns whether it existed (and was open)."""
@@ -329,6 +301,24 @@ class EventBus:
                 sub._count_drop(DropReason.QUEUE_FULL, route)
         route.delivered += delivered
         return delivered
+
+    def offer(self, topic: str, event: Event) -> int | None:
+        """Deliver now if that needs no waiting: the deliveries; ``None`` (nothing delivered) when
+        a BATCHED/BACKGROUND subscriber is full, for a caller that must never wait here and
+        publishes the event later, in order (the bridge client's reader)."""
+        route = self._routes.get(topic)
+        if route is None or route.gen != self._gen:
+            route = self._resolve(topic)
+        etype = event.type
+        for sub in route.subs:
+            if (
+                sub.qos is not QoS.REALTIME
+                and len(sub._queue) >= sub._maxsize
+                and sub._held is None
+                and (sub._types is None or etype in sub._types)
+            ):
+                return None
+        return self.publish_nowait(topic, event)
 
     async def _deliver_blocked(
         self, blocked: list[Subscription], item: Delivery, route: _Route, done: int, timeout: float | None

@@ -220,11 +220,12 @@ class DeliveryQueue:
         self._head += 1
 
     async def _put_wait(self, item: Delivery) -> int:
-        """Wait for room, then queue (BATCHED/BACKGROUND). Returns 1, or 0 if closed meanwhile."""
+        """Wait for room, then queue (BATCHED/BACKGROUND). Returns 1, or 0 if closed meanwhile
+        (then the event is counted as dropped with the reason of the close)."""
         loop = asyncio.get_running_loop()
         while len(self._queue) >= self._maxsize:
             if self._closed:
-                return 0
+                return self._drop_held(item)
             fut = loop.create_future()
             self._putters.append(fut)
             try:
@@ -237,18 +238,19 @@ class DeliveryQueue:
                     if len(self._queue) < self._maxsize and self._putters:
                         self._wake(self._putters)
                 raise
-            if self._closed:
-                return 0
-            if self._held is not None and len(self._queue) >= self._maxsize:
+            if self._closed or (self._held is not None and len(self._queue) >= self._maxsize):
                 return self._drop_held(item)
         return self._append(item)
 
     def _shutdown(self, reason: str) -> None:
-        """Mark closed and wake every waiter."""
+        """Mark closed and wake every waiter (publishers waiting for room count their event as
+        dropped, with the reason the closer gave, else ``closed``/``consumer_gone``)."""
         if self._closed:
             return
         self._closed = True
         self.close_reason = reason
+        if self._held is None:
+            self._held = "consumer_gone" if reason == "consumer_gone" else "closed"
         for waiters in (self._getters, self._putters):
             while waiters:
                 fut = waiters.popleft()

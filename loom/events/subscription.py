@@ -7,9 +7,11 @@ one append; at or above it :meth:`Subscription._offer_slow` applies the QoS and 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from loom.events.event import Event
 from loom.events.qos import DropReason, Overflow, QoS
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
     from loom.events.bus import EventBus, _Route
 
 __all__ = ["Delivery", "Subscription"]
+
+log = logging.getLogger("loom.bus")
 
 
 def _type_key(event: Event) -> Hashable:
@@ -218,14 +222,35 @@ class Subscription(DeliveryQueue):
             route.dropped[key] = route.dropped.get(key, 0) + n
 
     def _consumer_gone(self, waiting_publishers: int) -> None:
-        self._count_drop(DropReason.CONSUMER_GONE, None, waiting_publishers)
+        # The waiting publishers wake to a closed queue and count their events (consumer_gone).
         self._bus._close_subscription(self, "consumer_gone")
 
     def _drop_held(self, item: Delivery, route: _Route | None = None) -> int:
         reason = self._held
         assert reason is not None
-        self._count_drop(reason, route if route is not None else self._bus._routes.get(item.topic))  # type: ignore[arg-type]
+        self._count_drop(reason, route if route is not None else self._bus._routes.get(item.topic))
         return 0
+
+    async def _run_callback(self, callback: Callable[[str, Event], Any]) -> None:
+        """Consume this subscription with ``callback`` (a task the bus's owner runs): errors are
+        logged and counted in ``handler_errors``, delivery goes on; closed when it ends."""
+        is_async = asyncio.iscoroutinefunction(callback) or asyncio.iscoroutinefunction(
+            getattr(callback, "__call__", None)  # noqa: B004 - callable objects with async __call__
+        )
+        try:
+            async for topic, event in self:
+                try:
+                    if is_async:
+                        await callback(topic, event)
+                    else:
+                        result = callback(topic, event)
+                        if asyncio.iscoroutine(result):
+                            await result
+                except Exception:
+                    self._handler_errors += 1
+                    log.exception("subscription %s callback failed on %s (%s)", self.id, topic, event.type)
+        finally:
+            self._bus._close_subscription(self, self.close_reason or "closed")
 
     # -- lifecycle -----------------------------------------------------------------------
     def hold(self, reason: DropReason | str) -> None:
@@ -251,21 +276,26 @@ class Subscription(DeliveryQueue):
 
     def close(self, *, discard: DropReason | str | None = None) -> int:
         """Stop deliveries. Queued events can still be read, then iteration ends; with ``discard``
-        they are dropped instead, each counted with that reason (nobody will read them). Returns
-        how many were discarded. Idempotent."""
+        they are dropped instead, each counted with that reason (nobody will read them), as are
+        the events of publishers still waiting for room. Returns how many were discarded. Idempotent."""
+        if discard is not None and not self._closed:
+            self._held = str(discard)  # what waiting publishers count their events as
         self._bus._close_subscription(self, "closed")
         return self.discard(discard) if discard is not None else 0
 
     def discard(self, reason: DropReason | str) -> int:
         """Drop everything queued, counting each event as dropped with ``reason`` (on this
         subscription and on its topic). Returns how many."""
-        routes = self._bus._routes
         n = 0
         while self._queue:
-            item = self._pop()
-            self._count_drop(reason, routes.get(item.topic))  # type: ignore[arg-type]
+            self.count_drop(reason, self._pop().topic)
             n += 1
         return n
+
+    def count_drop(self, reason: DropReason | str, topic: str | None = None) -> None:
+        """Count one event as dropped with ``reason`` on this subscription (and on ``topic``'s
+        counters when given): for owners that drop what they took from it (the bridge's sessions)."""
+        self._count_drop(reason, self._bus._routes.get(topic) if topic else None)
 
     async def __aenter__(self) -> Subscription:
         return self

@@ -112,8 +112,8 @@ class TopicIndex(Generic[V]):
     def __len__(self) -> int:
         return self._size
 
-    def add(self, pattern: str, value: V) -> None:
-        """Index ``value`` under ``pattern`` (validated)."""
+    def add(self, pattern: str, value: V) -> bool:
+        """Index ``value`` under ``pattern`` (validated). Returns whether it is the pattern's first value."""
         segments = _check(pattern, pattern=True)
         node = self._root
         tail = segments[-1] == ">"
@@ -123,9 +123,23 @@ class TopicIndex(Generic[V]):
                 nxt = node.children[seg] = _Node()
             node = nxt
         bucket = node.tail if tail else node.values
+        first = not bucket
         if value not in bucket:
             bucket[value] = None
             self._size += 1
+        return first
+
+    def holds(self, pattern: str) -> bool:
+        """Whether any value is indexed under exactly ``pattern``."""
+        segments = pattern.split(".")
+        tail = segments[-1] == ">"
+        node = self._root
+        for seg in segments[:-1] if tail else segments:
+            nxt = node.children.get(seg)
+            if nxt is None:
+                return False
+            node = nxt
+        return bool(node.tail if tail else node.values)
 
     def remove(self, pattern: str, value: V) -> bool:
         """Remove ``value`` from ``pattern``; prune empty nodes. Returns whether it was there."""

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from loom.collab.collaborator import Collaborator, make_event
 from loom.collab.contract_net import contract_net, proposal_score
-from loom.collab.strategy import BarrierResult, ContractNetResult, FanoutResult, Strategy
+from loom.collab.strategy import BarrierResult, ContractNetResult, FanoutResult, RequestTimeout, Strategy
 from loom.errors import UsageError
 from loom.events.envelope import Envelope, agent_reply_topic
 from loom.events.event import Event, new_event_id
@@ -179,14 +179,10 @@ class Context:
                 topic, payload, timeout=timeout, thread_id=thread_id, type=type, raise_on_timeout=raise_on_timeout
             )
         result = await collab.fanout_fanin(
-            [topic],
-            payload,
-            strategy=Strategy.first_k(first_k),
-            timeout=timeout,
-            thread_id=thread_id,
-            type=type,
-            raise_on_timeout=raise_on_timeout,
+            [topic], payload, strategy=Strategy.first_k(first_k), timeout=timeout, thread_id=thread_id, type=type
         )
+        if raise_on_timeout and not result.satisfied:
+            raise RequestTimeout("request", result.thread_id, f"{len(result.replies)} of {first_k} replies in time")
         return result.replies
 
     async def fanout(
