@@ -155,21 +155,23 @@ async def test_sdk_agents_reconnect_after_the_bridge_restarts(tmp_path):
         server = await rt.start_bridge(port=0)
         port = server.port
         remote = await Remote.start("echo", f"127.0.0.1:{port}", "phoenix")
-        assert (await loom.request_reply("svc.phoenix", "1", timeout=5)).json()["echo"] == "1"
-        await rt.stop_bridge()
-        await asyncio.sleep(1.0)
-        await rt.start_bridge(port=port)
-        reply = None
-        for _ in range(40):  # the agent re-registers with backoff
-            try:
-                reply = await loom.request_reply("svc.phoenix", "2", timeout=0.5)
-            except loom.NoSubscribers:  # not back yet (this new bridge has no session for it)
-                await asyncio.sleep(0.25)
-                continue
-            if reply is not None:
-                break
-        assert reply is not None and reply.json()["echo"] == "2"
-        assert await remote.stop() == 0  # graceful stop on SIGTERM
+        try:
+            assert (await loom.request_reply("svc.phoenix", "1", timeout=5)).json()["echo"] == "1"
+            await rt.stop_bridge()
+            await asyncio.sleep(1.0)
+            await rt.start_bridge(port=port)
+            reply = None
+            for _ in range(40):  # the agent re-registers with backoff
+                try:
+                    reply = await loom.request_reply("svc.phoenix", "2", timeout=0.5)
+                except loom.NoSubscribers:  # not back yet (this new bridge has no session for it)
+                    await asyncio.sleep(0.25)
+                    continue
+                if reply is not None:
+                    break
+            assert reply is not None and reply.json()["echo"] == "2"
+        finally:
+            assert await remote.stop() == 0  # graceful stop on SIGTERM (and never left running)
 
 
 async def test_a_remote_agent_with_a_wrong_token_is_refused(tmp_path):
