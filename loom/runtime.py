@@ -73,6 +73,8 @@ class Loom:
             ``tools`` kept current.
         tools: the :class:`ToolRegistry` every tool invocation goes through.
         mcp: the :class:`~loom.tools.mcp.McpManager` (``await rt.mcp.add("time", command=...)``).
+        link: the :class:`~loom.agents.link.LocalLink` where this process's agents and
+            collaboration primitives touch the bus, the tools and the supervisor.
         bridge: the :class:`~loom.bridge.server.BridgeServer` once :meth:`start_bridge` ran, else ``None``.
     """
 
