@@ -42,10 +42,6 @@ class Inbound:
         self._room.set()
         self._feeder = spawn(self._feed(), name="loom.bridge.client.inbound")
 
-    @property
-    def backlog(self) -> int:
-        return len(self._backlog)
-
     def deliver(self, topic: str, event: Event) -> None:
         """Hand one delivery on (never waits)."""
         item = Delivery(topic, event)
