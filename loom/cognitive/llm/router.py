@@ -296,6 +296,12 @@ class ModelRouter:
         if errors:
             raise errors[0]
 
+    async def __aenter__(self) -> ModelRouter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
     def __repr__(self) -> str:
         names = ", ".join(f"{n}({p.config.resolved_locality.value})" for n, p in self._providers.items())
         return f"<ModelRouter {names}>"
