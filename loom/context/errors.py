@@ -1,0 +1,22 @@
+"""The error a context store raises when its file cannot be used as it is."""
+
+from __future__ import annotations
+
+from loom.errors import LoomError
+
+__all__ = ["ContextStoreError"]
+
+
+class ContextStoreError(LoomError):
+    """A context store file is unusable: not a database, corrupt, another application's, or written
+    by a newer Loom. The file is left exactly as it was; the message names it and what to do.
+
+    Attributes:
+        path: the file.
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, path: str, reason: str, advice: str = "") -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"context store {path}: {reason}" + (f"; {advice}" if advice else ""))
