@@ -339,7 +339,10 @@ async def test_cancelling_the_caller_closes_the_http_stream(server, make_llm, st
     assert (await llm.chat(HELLO)).text == "still works"  # the client is fine afterwards
 
 
-async def test_bad_arguments_and_a_closed_client_are_usage_errors(make_llm):
+async def test_bad_arguments_and_a_closed_client_are_usage_errors(make_llm, monkeypatch):
+    monkeypatch.delenv("OPENAI_MODEL", raising=False)
+    with pytest.raises(UsageError, match="has no model"):
+        await LLMClient(base_url="http://127.0.0.1:1/v1").chat(HELLO)  # refused before any connection
     llm = make_llm()
 
     async def sink(fragment: str) -> None: ...
@@ -351,8 +354,6 @@ async def test_bad_arguments_and_a_closed_client_are_usage_errors(make_llm):
     await llm.aclose()
     with pytest.raises(UsageError, match="closed"):
         await llm.chat(HELLO)
-    with pytest.raises(UsageError, match="model"):
-        LLMClient(base_url="http://127.0.0.1:1/v1")._request([], None, None, None, None, stream=False)
 
 
 def test_retry_after_reads_seconds_milliseconds_and_http_dates():
