@@ -84,18 +84,18 @@ async def build_bundle(
     keyword: dict[int, float] = {}
     n_keyword = n_semantic = 0  # items brought in beyond the recent ones
     if trigger.strip() and config.weights.keyword > 0:
-        hits = store.keyword(session, agent_id, trigger, len(recent), min_seq=oldest_recent)
+        terms = store.informative_terms(trigger)
+        hits = store.keyword(session, agent_id, terms, len(recent), min_seq=oldest_recent)
         if config.keyword_hits and len(recent) == config.candidates:  # older history exists
-            hits += store.keyword(session, agent_id, trigger, config.keyword_hits, max_seq=oldest_recent - 1)
-        for item, score in hits:
-            n_keyword += item.seq not in by_seq
-            by_seq.setdefault(item.seq, item)
-            keyword[item.seq] = score
+            hits += store.keyword(session, agent_id, terms, config.keyword_hits, max_seq=oldest_recent - 1)
+        keyword = dict(hits)
+        for item in store.by_seq([s for s in keyword if s not in by_seq]):
+            by_seq[item.seq] = item
+            n_keyword += 1
     semantic: dict[int, float] = {}
     if vectors is not None and config.weights.semantic > 0:
         semantic = await vectors.similarities(trigger, config.semantic_hits, also=list(by_seq))
-        missing = [s for s in semantic if s not in by_seq]
-        for item in store.by_seq(missing):
+        for item in store.by_seq([s for s in semantic if s not in by_seq]):
             by_seq[item.seq] = item
             n_semantic += 1
         semantic = {s: v for s, v in semantic.items() if s in by_seq}

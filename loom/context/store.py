@@ -20,7 +20,7 @@ from loom.context.item import ContextItem
 from loom.context.schema import connect
 from loom.errors import ClosedError
 
-__all__ = ["DEFAULT_PATH", "ContextStore", "MemoryContextStore", "SQLiteContextStore", "fts_query"]
+__all__ = ["DEFAULT_PATH", "ContextStore", "MemoryContextStore", "SQLiteContextStore", "fts_query", "fts_terms"]
 
 DEFAULT_PATH = Path(".loom") / "context.db"
 """Where :meth:`AgentContext.with_defaults` keeps its store, relative to the working directory."""
@@ -29,13 +29,16 @@ _COLUMNS = (
     "seq, id, session, agent_id, kind, role, name, text, data, ok, call_id, importance, created_at, "
     "tokens, tokenizer, offload_ref, compacted_into"
 )
-_ITEM_COLS = ", ".join(f"items.{c.strip()}" for c in _COLUMNS.split(","))
-_TERM = re.compile(r"\w+")
+_TERM = re.compile(r"[^\W_]+")  # unicode61 splits on "_" too
 
 
-def fts_query(text: str, max_terms: int = 32) -> str | None:
-    """An FTS5 query matching any word of ``text`` (each quoted, so no word is read as FTS syntax)."""
-    terms = list(dict.fromkeys(t for t in _TERM.findall(text.lower()) if len(t) > 1))[:max_terms]
+def fts_terms(text: str, max_terms: int = 32) -> list[str]:
+    """The distinct lowercased words of ``text`` as FTS5's unicode61 tokenizer splits them."""
+    return list(dict.fromkeys(t for t in _TERM.findall(text.lower()) if len(t) > 1))[:max_terms]
+
+
+def fts_query(terms: Sequence[str]) -> str | None:
+    """An FTS5 query matching any of ``terms`` (each quoted, so no word is read as FTS syntax)."""
     return " OR ".join(f'"{t}"' for t in terms) if terms else None
 
 
@@ -78,11 +81,21 @@ class ContextStore(Protocol):
     def recent(self, session: str, agent_id: str, limit: int) -> list[ContextItem]:
         """The newest ``limit`` uncompacted items, newest first."""
 
+    def informative_terms(self, text: str) -> list[str]:
+        """The words of ``text`` a keyword query should use."""
+
     def keyword(
-        self, session: str, agent_id: str, text: str, limit: int, *, min_seq: int = 0, max_seq: int | None = None
-    ) -> list[tuple[ContextItem, float]]:
-        """Up to ``limit`` uncompacted items (seq within ``min_seq..max_seq``) matching words of
-        ``text``, best first, with their BM25 relevance (positive: higher is better)."""
+        self,
+        session: str,
+        agent_id: str,
+        terms: Sequence[str],
+        limit: int,
+        *,
+        min_seq: int = 0,
+        max_seq: int | None = None,
+    ) -> list[tuple[int, float]]:
+        """(seq, BM25 relevance) of up to ``limit`` uncompacted items (seq within ``min_seq..max_seq``)
+        matching any of ``terms``, best first (positive: higher is better)."""
 
     def by_seq(self, seqs: Iterable[int]) -> list[ContextItem]:
         """The uncompacted items with these sequence numbers."""
@@ -125,6 +138,8 @@ class SQLiteContextStore:
     def __init__(self, path: str | Path) -> None:
         self.path: Path | None = None if str(path) == ":memory:" else Path(path).absolute()
         self._db: sqlite3.Connection | None = connect(self.path or ":memory:")
+        # Per-connection view of the FTS index's document frequencies (temp: nothing is written to the file).
+        self._db.execute("CREATE VIRTUAL TABLE temp.items_vocab USING fts5vocab(main, items_fts, 'row')")
 
     @property
     def directory(self) -> Path | None:
@@ -171,20 +186,48 @@ class SQLiteContextStore:
         )
         return [_item(r) for r in rows]
 
+    def informative_terms(self, text: str) -> list[str]:
+        """The words of ``text`` worth a BM25 query: those in at most half of the indexed items
+        (all of them if every word is more common).
+
+        SQLite's bm25() gives a term in more than half of the documents an IDF of ~0 (it clamps
+        the negative value to 1e-6), so such words ("the", "is") change no ranking, yet matching
+        them makes bm25() score nearly every row. Leaving them out is free relevance-wise.
+        """
+        terms = fts_terms(text)
+        if not terms:
+            return []
+        total = self._rows("SELECT count(*) FROM items", ())[0][0]
+        common = {
+            term
+            for term in terms
+            for (doc,) in self._rows("SELECT doc FROM temp.items_vocab WHERE term = ?", (term,))
+            if doc * 2 > total
+        }
+        # Only when something informative remains: if every word is common, matching is all there is.
+        return [t for t in terms if t not in common] or terms
+
     def keyword(
-        self, session: str, agent_id: str, text: str, limit: int, *, min_seq: int = 0, max_seq: int | None = None
-    ) -> list[tuple[ContextItem, float]]:
-        query = fts_query(text)
+        self,
+        session: str,
+        agent_id: str,
+        terms: Sequence[str],
+        limit: int,
+        *,
+        min_seq: int = 0,
+        max_seq: int | None = None,
+    ) -> list[tuple[int, float]]:
+        query = fts_query(terms)
         if query is None or limit <= 0 or (max_seq is not None and max_seq < min_seq):
             return []
         rows = self._rows(
-            f"SELECT {_ITEM_COLS}, bm25(items_fts) AS score FROM items_fts JOIN items ON items.seq = items_fts.rowid "
+            "SELECT items.seq, bm25(items_fts) AS score FROM items_fts JOIN items ON items.seq = items_fts.rowid "
             "WHERE items_fts MATCH ? AND items_fts.rowid BETWEEN ? AND ? AND items.session = ? "
             "AND items.agent_id = ? AND items.compacted_into IS NULL ORDER BY score LIMIT ?",
             (query, min_seq, (1 << 62) if max_seq is None else max_seq, session, agent_id, limit),
         )
         # bm25() is negative, more negative = more relevant; flip it so higher is better.
-        return [(_item(r[:-1]), -float(r[-1])) for r in rows]
+        return [(seq, -float(score)) for seq, score in rows]
 
     def by_seq(self, seqs: Iterable[int]) -> list[ContextItem]:
         wanted = list(seqs)
