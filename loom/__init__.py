@@ -177,7 +177,15 @@ __all__ = [
 # every contained agent error to stderr. Errors stay visible as agent.<id>.error events.
 _logging.getLogger("loom").addHandler(_logging.NullHandler())
 
-_NOTEBOOK = {"BusInspector", "AgentInspector", "ContextInspector", "TraceTimeline", "Topology"}
+_NOTEBOOK = {
+    "AgentInspector",
+    "ApprovalPanel",
+    "BusInspector",
+    "ContextInspector",
+    "RouterInspector",
+    "Topology",
+    "TraceTimeline",
+}
 
 
 def __getattr__(name: str) -> object:

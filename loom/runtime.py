@@ -115,6 +115,7 @@ class Loom:
         self.link = LocalLink(self.bus, self.tools, self._supervisor)  # where local agents touch the bus
         self.agents = self._adopt(AgentRuntime(self.link, store=store, directory=self.directory), "agents")
         self.bridge: Any = None  # the BridgeServer, once start_bridge() ran
+        self.llm: Any = None  # the ModelRouter, once add_llm() ran
 
     def _adopt(self, component: T, name: str, start: Callable[[], Awaitable[Any]] | None = None) -> T:
         if not callable(getattr(component, "aclose", None)):
@@ -272,6 +273,27 @@ class Loom:
         if server is not None:
             self._components = [entry for entry in self._components if entry[1] is not server]
             await server.aclose()
+
+    # -- models --------------------------------------------------------------------------
+    async def add_llm(self, *providers: Any, **router_options: Any) -> Any:
+        """Give the runtime its models: a :class:`~loom.cognitive.ModelRouter` over ``providers``
+        (``LLMConfig``\\ s or ``LLMClient``\\ s), closed at :meth:`stop`; its decisions are published on
+        ``router.decisions``; it is the tool ``llm.generate`` too (remote agents call it through the
+        bridge). A second call replaces the first router. Returns the router (also ``rt.llm``).
+
+        Raises:
+            UsageError: no providers, two with one name, or a bad router option.
+        """
+        from loom.cognitive.llm.models import build_router
+
+        if self.llm is not None:
+            old, self.llm = self.llm, None
+            self._components = [entry for entry in self._components if entry[1] is not old]
+            await old.aclose()
+        router, tool = build_router(providers, self.bus, **router_options)
+        self.tools.register(tool, provider="native")
+        self.llm = await self.add_component(router, name="llm")
+        return router
 
     # -- tasks ---------------------------------------------------------------------------
     def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:

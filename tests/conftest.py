@@ -18,7 +18,11 @@ async def rt():
         yield runtime
     finally:
         await runtime.stop()
-        await asyncio.sleep(0)
+        # A few loop turns: openai's SSE stream leaves an inner async generator suspended after
+        # [DONE], and the loop finalizes it in a task of its own (async_generator_athrow), which
+        # needs a turn or two to finish. Those are the loop's, not the runtime's.
+        for _ in range(5):
+            await asyncio.sleep(0)
         leaked = {t for t in asyncio.all_tasks() - before if not t.done() and t is not asyncio.current_task()}
         assert not leaked, f"tasks leaked by the runtime: {[t.get_name() for t in leaked]}"
         assert runtime.bus.subscriptions() == []

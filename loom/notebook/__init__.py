@@ -1,9 +1,11 @@
 """The notebook layer: magics and live inspector widgets (imported only when used)."""
 
 from loom.notebook.agent_inspector import AgentInspector
+from loom.notebook.approval import ApprovalPanel
 from loom.notebook.base import Inspector
 from loom.notebook.bus_inspector import BusInspector
 from loom.notebook.context_inspector import ContextInspector, estimate_tokens
+from loom.notebook.router_inspector import RouterInspector
 from loom.notebook.sequence import Message, SequenceRecorder
 from loom.notebook.status import Pending, RuntimeStatus, status_of
 from loom.notebook.topology import Topology
@@ -11,11 +13,13 @@ from loom.notebook.trace_timeline import TraceTimeline
 
 __all__ = [
     "AgentInspector",
+    "ApprovalPanel",
     "BusInspector",
     "ContextInspector",
     "Inspector",
     "Message",
     "Pending",
+    "RouterInspector",
     "RuntimeStatus",
     "SequenceRecorder",
     "Topology",

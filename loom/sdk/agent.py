@@ -37,6 +37,9 @@ class Agent:
         topics: subscription patterns (``*`` and trailing ``>`` allowed).
         capabilities: functions decorated with ``@capability``.
         on_event: ``async def on_event(ctx, topic, event)`` (a sync function works too).
+        behavior: an object that handles events instead of ``on_event``: callable as
+            ``(ctx, topic, event)``; its ``attach(agent)`` (if any) runs when the agent starts
+            (e.g. :class:`loom.cognitive.CognitiveAgent`).
         address: ``host:port`` of a Loom bridge (the runtime is in another process). Without it the
             agent joins the runtime of this process, or, if there is none, ``$LOOM_BRIDGE_ADDR``.
         token: the bridge's bearer token (default ``$LOOM_BRIDGE_TOKEN``).
@@ -52,6 +55,7 @@ class Agent:
         capabilities: Iterable[Any] = (),
         on_event: Handler | None = None,
         *,
+        behavior: Any = None,
         address: str | None = None,
         runtime: Loom | None = None,
         mailbox_size: int = 1000,
@@ -66,6 +70,12 @@ class Agent:
         for t in self.topics:
             validate_pattern(t)
         self.capabilities: tuple[Capability, ...] = tuple(get_capability(c) for c in capabilities)
+        if behavior is not None:
+            if on_event is not None:
+                raise UsageError(f"Agent({agent_id!r}): give on_event= or behavior=, not both")
+            if not callable(behavior):
+                raise UsageError(f"behavior must be callable as (ctx, topic, event), got {behavior!r}")
+            on_event = behavior
         if on_event is not None and not callable(on_event):
             raise UsageError(f"on_event must be a function (ctx, topic, event), got {on_event!r}")
         if on_event is not None:
@@ -88,6 +98,7 @@ class Agent:
             raise UsageError(f"address must be 'host:port', got {address!r}")
         self.agent_id = agent_id
         self.on_event = on_event
+        self.behavior = behavior
         self.mailbox_size = mailbox_size
         self.restart = restart
         self._runtime = runtime
@@ -135,6 +146,9 @@ class Agent:
         except BaseException:
             self._transport = None
             raise
+        attach = getattr(self.behavior, "attach", None)
+        if attach is not None:
+            attach(self)
         return self
 
     def _choose_transport(self) -> Transport:

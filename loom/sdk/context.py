@@ -158,11 +158,13 @@ class Context:
         timeout_ms: float = 5000,
         type: str = "collab.request",
         raise_on_timeout: bool = False,
+        metadata: Mapping[str, str] | None = None,
     ) -> Event | list[Event] | None:
         """Ask ``topic`` within ``thread``: the first reply (``None`` on timeout), or up to
         ``first_k`` replies as a list (partial on timeout) when ``first_k > 1``. The request is an
         event of type ``type`` (as upstream's SDK lets you name it; the replier answers with
-        ``ctx.reply``, which correlates whatever the type).
+        ``ctx.reply``, which correlates whatever the type) carrying ``metadata`` (e.g. the routing
+        keys ``privacy``/``latency_budget_ms`` a cognitive agent passes to its model router).
 
         Raises:
             NoSubscribers: nothing subscribes to ``topic``: no reply can come (raised at once).
@@ -176,8 +178,16 @@ class Context:
             raise UsageError(f"first_k must be an int >= 1, got {first_k!r}")
         if first_k == 1:
             return await collab.request_reply(
-                topic, payload, timeout=timeout, thread_id=thread_id, type=type, raise_on_timeout=raise_on_timeout
+                topic,
+                payload,
+                timeout=timeout,
+                thread_id=thread_id,
+                type=type,
+                raise_on_timeout=raise_on_timeout,
+                metadata=metadata,
             )
+        if metadata:
+            raise UsageError("metadata= is supported for a single reply (first_k=1)")
         result = await collab.fanout_fanin(
             [topic], payload, strategy=Strategy.first_k(first_k), timeout=timeout, thread_id=thread_id, type=type
         )
