@@ -178,3 +178,25 @@ async def test_the_approval_panel_is_an_approver_its_buttons_decide(rt):
     assert await short(request) is False and short.decided[0]["verdict"] == "timed out"
     panel.close()
     short.close()
+
+
+async def test_the_context_inspector_shows_a_cognitive_agents_real_prompt_bundle(rt, server):
+    await rt.add_llm(local(server))
+    loop = SimpleCognitiveLoop(CognitiveConfig(context_window=2000), rt.llm, rt.tools)
+    agent = await loom.Agent("thinker", topics=["ask.*"], behavior=CognitiveAgent(loop)).start()
+    by_id = loom.ContextInspector("thinker", rt)
+    assert by_id.bundle["notes"] and "first run" in by_id.bundle["notes"][0]
+    server.push(text("Noted."))
+    await loom.request_reply("ask.x", "remember the word lighthouse", timeout=10)
+    by_id.flush()
+    direct = loom.ContextInspector(loop, rt)
+    for view in (by_id, direct):
+        b = view.bundle
+        assert b["source"].startswith("prompt bundle of thinker")
+        assert view.budget == 2000 and b["tokenizer"].startswith(("tiktoken", "estimate"))
+        assert b["messages"][-1]["content"] == "remember the word lighthouse"
+        assert b["tokens"]["total"] == sum(
+            b["tokens"][p] for p in ("system", "instructions", "memory", "messages", "tools")
+        )
+        view.close()
+    await agent.stop()

@@ -1,21 +1,26 @@
-// ContextInspector front end: the parts of an agent's context with token-budget bars.
+// ContextInspector front end: the parts of an agent's context with token bars against its window,
+// and what was dropped or compacted (and why).
 
 function h(tag, cls, text) {
   const el = document.createElement(tag);
   if (cls) el.className = cls;
-  if (text !== undefined) el.textContent = String(text);
+  if (text !== undefined && text !== null) el.textContent = String(text);
   return el;
 }
+
+const PARTS = ["system", "instructions", "memory", "messages", "tools"];
 
 function render({ model, el }) {
   el.classList.add("loom-widget", "loom-context");
   const head = h("div", "loom-head");
+  const sub = h("div", "loom-note");
   const bars = h("div", "loom-bars");
   const body = h("div", "loom-detail");
-  el.append(head, bars, body);
+  el.append(head, sub, bars, body);
 
   function bar(label, tokens, budget) {
     const row = h("div", "loom-bar-row");
+    row.dataset.part = label;
     const track = h("div", "loom-bar-track");
     const fill = h("div", "loom-bar-fill");
     const pct = Math.min(100, (100 * tokens) / Math.max(budget, 1));
@@ -26,24 +31,39 @@ function render({ model, el }) {
     return row;
   }
 
+  function section(title, children) {
+    const d = h("details");
+    d.append(h("summary", null, title), ...children);
+    return d;
+  }
+
   function update() {
-    const b = model.get("bundle");
+    const b = model.get("bundle") || {};
     const budget = model.get("budget");
-    const t = b.tokens || { system: 0, messages: 0, tools: 0 };
-    const used = t.system + t.messages + t.tools;
-    head.textContent = `context of ${model.get("agent_id")} · ${used} / ${budget} tokens (est.)`;
-    bars.replaceChildren(bar("system", t.system, budget), bar("messages", t.messages, budget),
-      bar("tools", t.tools, budget), bar("total", used, budget));
-    const sys = h("details");
-    sys.append(h("summary", null, "system"), h("pre", "loom-pre", b.system || ""));
-    const msgs = h("details");
-    msgs.append(h("summary", null, `messages (${(b.messages || []).length})`));
-    for (const m of b.messages || []) msgs.append(h("div", "loom-leaf", `[${m.role}] ${m.name || ""}: ${m.content}`));
-    const tools = h("details");
-    tools.append(h("summary", null, `tools (${(b.tools || []).length})`));
-    for (const tool of b.tools || []) tools.append(h("pre", "loom-pre", JSON.stringify(tool, null, 1)));
-    body.replaceChildren(sys, msgs, tools);
+    const t = b.tokens || {};
+    const used = t.total !== undefined ? t.total : PARTS.reduce((s, p) => s + (t[p] || 0), 0);
+    head.textContent = `context of ${model.get("agent_id")} · ${used} / ${budget} tokens`;
+    sub.textContent = [b.source, b.tokenizer, b.reserve ? `${b.reserve} reserved for the answer` : "",
+      b.fits === false ? "system + tools alone exceed the window" : ""].filter(Boolean).join(" · ");
+    const rows = PARTS.filter((p) => t[p] !== undefined).map((p) => bar(p, t[p], budget));
+    rows.push(bar("total", used, budget));
+    bars.replaceChildren(...rows);
+    const parts = [];
+    for (const p of ["system", "instructions", "memory"]) {
+      if (b[p]) parts.push(section(p, [h("pre", "loom-pre", b[p])]));
+    }
+    const msgs = (b.messages || []).map((m) => h("div", "loom-leaf", `[${m.role}]${m.name ? " " + m.name : ""}: ${m.content}`));
+    parts.push(section(`messages (${msgs.length})`, msgs));
+    const tools = (b.tools || []).map((tool) => h("pre", "loom-pre", JSON.stringify(tool, null, 1)));
+    parts.push(section(`tools (${tools.length})`, tools));
+    const dropped = (b.dropped || []).map((d) => h("div", "loom-leaf loom-drop", `${d.kind} ${d.id}: ${d.reason}`));
+    if (dropped.length) parts.push(section(`dropped (${dropped.length})`, dropped));
+    const compacted = (b.compacted || []).map((c) => h("div", "loom-leaf", JSON.stringify(c)));
+    if (compacted.length) parts.push(section(`compacted (${compacted.length})`, compacted));
+    for (const n of b.notes || []) parts.push(h("div", "loom-note", n));
+    body.replaceChildren(...parts);
     el.dataset.tokens = String(used);
+    el.dataset.dropped = String(dropped.length);
   }
 
   model.on("change:bundle", update);

@@ -1,8 +1,10 @@
-"""ContextInspector: what an agent works with, split into parts with token-budget bars.
+"""ContextInspector: what an agent works with, part by part, with token bars against its window.
 
-For now the parts come from the agent itself (its description and subscriptions as the
-"system" part, the events that reached it as "messages", its capabilities as "tools"); a
-cognitive agent will provide its real prompt bundle through ``bundle=``.
+For a cognitive agent (or a loop given directly) it shows the real :class:`loom.context.PromptBundle`
+of its latest run: system, instructions, memory, messages and tools with the counts of the
+tokenizer in use, and every item that was dropped or compacted, with the reason. For any other
+agent it estimates: its description and subscriptions as "system", the events that reached it as
+"messages", its capabilities as "tools".
 """
 
 from __future__ import annotations
@@ -21,21 +23,38 @@ from loom.notebook.base import Inspector, table_html
 
 __all__ = ["ContextInspector", "estimate_tokens"]
 
+PARTS = ("system", "instructions", "memory", "messages", "tools")
+
 
 def estimate_tokens(text: str) -> int:
     """A model-free estimate: about 4 characters per token."""
     return (len(text) + 3) // 4
 
 
+def _loop_of(obj: Any) -> Any:
+    """The cognitive loop behind ``obj`` (a loop, a CognitiveAgent, an SDK Agent or an agent core), or None."""
+    for candidate in (obj, getattr(obj, "behavior", None), getattr(getattr(obj, "behavior", None), "agent", None)):
+        if candidate is None:
+            continue
+        if hasattr(candidate, "last_bundle"):
+            return candidate
+        inner = getattr(candidate, "loop", None)
+        if hasattr(inner, "last_bundle"):
+            return inner
+        behavior = getattr(candidate, "behavior", None)
+        if hasattr(getattr(behavior, "loop", None), "last_bundle"):
+            return behavior.loop
+    return None
+
+
 class ContextInspector(Inspector):
-    """Shows one agent's context as system / messages / tools with token estimates against a budget.
+    """Shows one agent's context with token counts against its window.
 
     Args:
-        agent_id: the agent to show.
-        budget: the token budget the bars are drawn against.
-        bundle: optional ``() -> {"system": str, "messages": [{"role", "content"}], "tools": [dict]}``
-            (a cognitive agent's prompt bundle); by default it is built from the agent.
-        history: how many recent events count as messages.
+        source: an agent id, or a cognitive loop / CognitiveAgent / Agent (its latest prompt bundle).
+        budget: the window the bars are drawn against (default: the bundle's own window, else 8000).
+        bundle: optional ``() -> dict`` giving the parts (``system``, ``messages``, ``tools``...) yourself.
+        history: how many recent events count as messages (estimated view).
     """
 
     _esm = asset("context_inspector.js")
@@ -45,10 +64,10 @@ class ContextInspector(Inspector):
 
     def __init__(
         self,
-        agent_id: str,
+        source: Any,
         rt: Any = None,
         *,
-        budget: int = 8000,
+        budget: int | None = None,
         bundle: Callable[[], dict[str, Any]] | None = None,
         history: int = 20,
         **kw: Any,
@@ -57,14 +76,27 @@ class ContextInspector(Inspector):
         self._history: deque[dict[str, str]] = deque(maxlen=history)
         self._watch: Any = None
         self._patterns: tuple[str, ...] = ()
-        super().__init__(rt, title=f"context of {agent_id}", agent_id=agent_id, budget=budget, **kw)
-        if agent_id not in self.rt.agents:
+        self._fixed_budget = budget
+        self._cog = None if isinstance(source, str) else _loop_of(source)
+        if isinstance(source, str):
+            agent_id = source
+        elif self._cog is not None:
+            agent_id = self._cog.agent_id
+        else:
+            raise UsageError(f"ContextInspector shows an agent id or a cognitive loop/agent, got {source!r}")
+        super().__init__(rt, title=f"context of {agent_id}", agent_id=agent_id, budget=budget or 8000, **kw)
+        if self._cog is None and agent_id not in self.rt.agents:
             self.close()
             raise UsageError(f"no agent {agent_id!r} in this runtime (agents: {[a.id for a in self.rt.agents]})")
 
     def _teardown(self) -> None:
         if self._watch is not None:
             self._watch.close()
+
+    def _cognitive_loop(self) -> Any:
+        if self._cog is not None:
+            return self._cog
+        return _loop_of(self.rt.agents.get(self.agent_id))
 
     def _follow(self) -> None:
         agent = self.rt.agents.get(self.agent_id)
@@ -107,32 +139,55 @@ class ContextInspector(Inspector):
         ]
         return {"system": system, "messages": list(self._history), "tools": tools}
 
-    def _collect(self, force: bool = False) -> dict[str, Any] | None:
-        self._follow()
-        raw = self._provider() if self._provider is not None else self._default_bundle()
+    def _estimated(self, raw: dict[str, Any]) -> dict[str, Any]:
         messages = [dict(m, tokens=estimate_tokens(str(m.get("content", "")))) for m in raw.get("messages", [])]
         tools = [dict(t, tokens=estimate_tokens(json.dumps(t, default=str))) for t in raw.get("tools", [])]
         system = str(raw.get("system", ""))
-        bundle = {
+        tokens = {
+            "system": estimate_tokens(system),
+            "messages": sum(m["tokens"] for m in messages),
+            "tools": sum(t["tokens"] for t in tools),
+        }
+        tokens["total"] = sum(tokens.values())
+        window = self._fixed_budget or 8000
+        return {
+            "source": "estimated from the agent",
             "system": system,
             "messages": messages,
             "tools": tools,
-            "tokens": {
-                "system": estimate_tokens(system),
-                "messages": sum(m["tokens"] for m in messages),
-                "tools": sum(t["tokens"] for t in tools),
-            },
+            "tokens": tokens,
+            "window": window,
+            "reserve": 0,
+            "tokenizer": "estimate:chars/4",
+            "dropped": [],
+            "compacted": [],
+            "notes": [],
         }
-        if not force and bundle == self.bundle:
+
+    def _collect(self, force: bool = False) -> dict[str, Any] | None:
+        loop = self._cognitive_loop() if self._provider is None else None
+        last = getattr(loop, "last_bundle", None)
+        if last is not None:
+            bundle = dict(last.to_dict(), source=f"prompt bundle of {loop.agent_id}'s latest run")
+        elif self._provider is not None:
+            bundle = self._estimated(self._provider())
+        else:
+            if loop is None:
+                self._follow()
+            bundle = self._estimated(self._default_bundle())
+            if loop is not None:
+                bundle["notes"] = ["a cognitive agent: its prompt bundle shows here after its first run"]
+        budget = self._fixed_budget or int(bundle.get("window") or 8000)
+        if not force and bundle == self.bundle and budget == self.budget:
             return None
-        return {"bundle": bundle}
+        return {"bundle": bundle, "budget": budget}
 
     def _static_html(self) -> str:
         tokens = self.bundle.get("tokens", {})
         rows = [
-            [part, tokens.get(part, 0), f"{100 * tokens.get(part, 0) / max(self.budget, 1):.1f}%"]
-            for part in ("system", "messages", "tools")
+            [part, tokens[part], f"{100 * tokens[part] / max(self.budget, 1):.1f}%"] for part in PARTS if part in tokens
         ]
-        return table_html(
-            f"context of {self.agent_id}", ["part", "tokens (est.)", "of budget"], rows, f"budget {self.budget} tokens"
-        )
+        note = f"window {self.budget} tokens · {self.bundle.get('tokenizer', '')}"
+        if self.bundle.get("dropped"):
+            note += f" · {len(self.bundle['dropped'])} dropped"
+        return table_html(f"context of {self.agent_id}", ["part", "tokens", "of budget"], rows, note)
