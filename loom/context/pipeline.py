@@ -123,7 +123,8 @@ async def build_bundle(
     tools_json = json.dumps(list(tools), separators=(",", ":"), default=str) if tools else ""
     system_tokens = counter(system) + (MESSAGE_OVERHEAD if system or instructions else 0)
     fixed = {"system": system_tokens, "instructions": counter(instructions), "tools": counter(tools_json)}
-    header = counter(MEMORY_HEADER) + MESSAGE_OVERHEAD  # the header line, and the system message it may create
+    # the header line, and the framing of the system message that memory creates when nothing else does
+    header = counter(MEMORY_HEADER) + (0 if system or instructions else MESSAGE_OVERHEAD)
     fit = fit_window(
         units, max_tokens=max_tokens, reserve=config.reserve, fixed=sum(fixed.values()), memory_header=header
     )

@@ -20,7 +20,8 @@ SCHEMA_VERSION = 1
 _MAGIC = b"SQLite format 3\x00"
 
 # Version 1. ``seq`` orders items (write order, across processes); ``items_fts`` is an external
-# content FTS5 index over ``text`` kept in step by triggers, queried with bm25().
+# content FTS5 index over ``text`` kept in step by triggers, queried with bm25(); ``vectors`` holds
+# embeddings (float32, L2-normalised) keyed by the item's seq.
 _SCHEMA_V1 = (
     """CREATE TABLE items (
         seq INTEGER PRIMARY KEY,
@@ -39,10 +40,11 @@ _SCHEMA_V1 = (
         tokens INTEGER NOT NULL,
         tokenizer TEXT NOT NULL,
         offload_ref TEXT,
-        compacted_into TEXT,
-        embedder TEXT,
-        embedding BLOB
+        compacted_into TEXT
     )""",
+    # Vectors apart from items: a 1-2 KB blob in each row would spread items over many more pages
+    # and slow every scan and BM25 join that never looks at vectors.
+    "CREATE TABLE vectors (seq INTEGER PRIMARY KEY, embedder TEXT NOT NULL, embedding BLOB NOT NULL)",
     "CREATE INDEX items_by_owner ON items (session, agent_id, seq)",
     # what compaction scans on every get_context: only the uncompacted tool steps
     """CREATE INDEX items_open_steps ON items (session, agent_id, seq)
@@ -53,6 +55,7 @@ _SCHEMA_V1 = (
     END""",
     """CREATE TRIGGER items_ad AFTER DELETE ON items BEGIN
         INSERT INTO items_fts (items_fts, rowid, text) VALUES ('delete', old.seq, old.text);
+        DELETE FROM vectors WHERE seq = old.seq;
     END""",
     """CREATE TRIGGER items_au AFTER UPDATE OF text ON items BEGIN
         INSERT INTO items_fts (items_fts, rowid, text) VALUES ('delete', old.seq, old.text);
@@ -62,7 +65,7 @@ _SCHEMA_V1 = (
 
 # version reached -> the script that reaches it from the version before
 _MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1}
-_OUR_TABLES = {"items", "items_fts"}
+_OUR_TABLES = {"items", "items_fts", "vectors"}
 
 
 def _inspect(path: Path) -> int:

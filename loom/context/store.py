@@ -160,19 +160,32 @@ class SQLiteContextStore:
     def add(self, item: ContextItem, *, embedder: str | None = None, embedding: bytes | None = None) -> ContextItem:
         data = None if item.data is None else json.dumps(item.data, ensure_ascii=False, default=str)
         ok = None if item.ok is None else int(item.ok)
+        db = self._conn
+        own = embedding is not None and not db.in_transaction  # item and vector land together, or neither
         try:
-            cur = self._conn.execute(
-                f"INSERT INTO items ({_COLUMNS.replace('seq, ', '', 1)}, embedder, embedding) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            if own:
+                db.execute("BEGIN")
+            cur = db.execute(
+                f"INSERT INTO items ({_COLUMNS.replace('seq, ', '', 1)}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     item.id, item.session, item.agent_id, item.kind, item.role, item.name, item.text, data, ok,
                     item.call_id, item.importance, item.created_at, item.tokens, item.tokenizer, item.offload_ref,
-                    item.compacted_into, embedder, embedding,
+                    item.compacted_into,
                 ),
             )  # fmt: skip
+            seq = cur.lastrowid or 0
+            if embedding is not None:
+                db.execute(
+                    "INSERT INTO vectors (seq, embedder, embedding) VALUES (?, ?, ?)", (seq, embedder or "", embedding)
+                )
+            if own:
+                db.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
+            if own and db.in_transaction:
+                db.execute("ROLLBACK")
             raise ContextStoreError(str(self.path or ":memory:"), f"write failed ({exc})") from exc
-        return item.with_(seq=cur.lastrowid or 0)
+        return item.with_(seq=seq)
 
     def get(self, item_id: str) -> ContextItem | None:
         rows = self._rows(f"SELECT {_COLUMNS} FROM items WHERE id = ?", (item_id,))
@@ -241,9 +254,10 @@ class SQLiteContextStore:
         return [
             (seq, blob)
             for seq, blob in self._rows(
-                "SELECT seq, embedding FROM items WHERE session = ? AND agent_id = ? AND embedder = ? "
-                "AND seq > ? AND compacted_into IS NULL ORDER BY seq",
-                (session, agent_id, embedder, after_seq),
+                "SELECT vectors.seq, vectors.embedding FROM vectors JOIN items ON items.seq = vectors.seq "
+                "WHERE vectors.seq > ? AND vectors.embedder = ? AND items.session = ? AND items.agent_id = ? "
+                "AND items.compacted_into IS NULL ORDER BY vectors.seq",
+                (after_seq, embedder, session, agent_id),
             )
         ]
 
