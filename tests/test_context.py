@@ -236,3 +236,35 @@ async def test_clear_forgets_this_agents_items_only(tmp_path):
         assert store.count("s", "b") == 1  # a store passed in is the caller's: still open
     finally:
         store.close()
+
+
+async def test_clear_also_forgets_the_vectors():
+    async with AgentContext("s", "a", embedder=HashingEmbedder()) as ctx:
+        await ctx.record_observation("docs", "invoice overdue")
+        emb = ctx.embedder.name
+        assert len(ctx.store.embeddings("s", "a", emb, 0)) == 1
+        await ctx.clear()
+        assert ctx.store.embeddings("s", "a", emb, 0) == []
+        await ctx.record_message("user", "invoice?")
+        bundle = await ctx.get_context("invoice overdue")
+    assert bundle.retrieved["semantic"] == 0 and bundle.retrieved["candidates"] == 1
+
+
+async def test_an_embedder_that_fails_loses_no_item_and_the_next_bundle_says_so():
+    class Flaky(HashingEmbedder):
+        broken = False
+
+        def embed(self, texts):
+            if self.broken:
+                raise RuntimeError("no model")
+            return super().embed(texts)
+
+    embedder = Flaky()
+    async with AgentContext("s", "a", embedder=embedder) as ctx:
+        await ctx.record_message("user", "embedded")
+        embedder.broken = True
+        item = await ctx.record_message("user", "still recorded")
+        bundle = await ctx.get_context("x")
+    assert [m["content"] for m in bundle.messages] == ["embedded", "still recorded"]
+    assert any(f"{item.id}: RuntimeError: no model" in n for n in bundle.notes)
+    assert any("failed on the trigger (RuntimeError: no model)" in n for n in bundle.notes)

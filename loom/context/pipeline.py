@@ -98,7 +98,10 @@ async def build_bundle(
             n_keyword += 1
     semantic: dict[int, float] = {}
     if vectors is not None and config.weights.semantic > 0:
-        semantic = await vectors.similarities(trigger, config.semantic_hits, also=list(by_seq))
+        try:
+            semantic = await vectors.similarities(trigger, config.semantic_hits, also=list(by_seq))
+        except Exception as exc:  # noqa: BLE001 - retrieval goes on without similarity, and says so
+            notes = [*notes, f"embedder {vectors.embedder.name} failed on the trigger ({type(exc).__name__}: {exc})"]
         for item in store.by_seq([s for s in semantic if s not in by_seq]):
             by_seq[item.seq] = item
             n_semantic += 1
