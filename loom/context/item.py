@@ -64,8 +64,9 @@ class ContextItem:
         name: the tool (tool steps), the source (observations), ``None`` otherwise.
         text: what a prompt shows for it (tool arguments reduced, large outputs replaced by a
             preview and a file reference).
-        data: the JSON-able original (message text, tool arguments, a tool result small enough
-            to keep inline; for an offloaded result, where the full output is).
+        data: the JSON-able original where ``text`` is not it: tool arguments, a tool result
+            small enough to keep inline, where an offloaded result is, what a summary covers
+            (``None`` for messages and observations, whose text is the original).
         ok: a tool result's success (``None`` for other kinds).
         call_id: links a tool result to its call.
         importance: 0..1; a ranking input and the importance floor's subject.
