@@ -70,10 +70,16 @@ async def test_record_returns_the_stored_item_with_tokens_counted_once(ctx):
     assert call.text.startswith('shell.exec({"cmd": "' + "x" * 200 + "…(+300 chars)")
     res = await ctx.record_tool_result("shell.exec", False, "boom", "c1")
     assert (res.ok, res.text, res.data, res.call_id) == (False, "boom", "boom", "c1")
+    odd = await ctx.record_tool_call("t", ["a model's", "malformed", "arguments"])
+    assert odd.text == 't(["a model\'s", "malformed", "arguments"])' and odd.data == [
+        "a model's",
+        "malformed",
+        "arguments",
+    ]
     obs = await ctx.record_observation("sensor.temp", "21.5 C")
     assert (obs.kind, obs.name) == ("observation", "sensor.temp")
-    assert [i.id for i in await ctx.history()] == [item.id, call.id, res.id, obs.id]
-    assert [i.id for i in await ctx.history(limit=2)] == [res.id, obs.id]
+    assert [i.id for i in await ctx.history()] == [item.id, call.id, res.id, odd.id, obs.id]
+    assert [i.id for i in await ctx.history(limit=2)] == [odd.id, obs.id]
 
 
 async def test_window_drops_what_does_not_fit_keeps_the_newest_message_and_stays_under_budget(ctx):
@@ -188,8 +194,8 @@ async def test_bad_input_gets_a_clear_usage_error(ctx):
         await ctx.record_message("user", "x", importance=1.5)
     with pytest.raises(UsageError, match="ok must be a bool"):
         await ctx.record_tool_result("t", "yes", "r")
-    with pytest.raises(UsageError, match="tool arguments must be a mapping"):
-        await ctx.record_tool_call("t", ["a"])
+    with pytest.raises(UsageError, match="tool arguments must be JSON-able"):
+        await ctx.record_tool_call("t", {("a", "b"): 1})
     with pytest.raises(UsageError, match="tool name"):
         await ctx.record_tool_call("", {})
     with pytest.raises(UsageError, match="limit must be an int >= 0"):

