@@ -52,7 +52,10 @@ def lab(tmp_path):
     (settings / "apputils-extension").mkdir(parents=True)
     (settings / "notebook-extension").mkdir(parents=True)
     (settings / "apputils-extension" / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
-    (settings / "notebook-extension" / "tracker.jupyterlab-settings").write_text('{"autoStartDefaultKernel": true}')
+    # windowing off: every cell's output is in the DOM (a widget far down is rendered before it is scrolled to)
+    (settings / "notebook-extension" / "tracker.jupyterlab-settings").write_text(
+        '{"autoStartDefaultKernel": true, "windowingMode": "none"}'
+    )
     port, token = _free_port(), secrets.token_hex(16)
     env = {
         **os.environ,
@@ -227,5 +230,60 @@ def test_agent_and_collaboration_notebooks_render_their_inspectors(lab):
         assert '"kind": "span"' in timeline.locator("pre").inner_text()
         timeline.scroll_into_view_if_needed()
         timeline.screenshot(path=str(ARTIFACTS / "trace-timeline.png"))
+        _no_tracebacks(page)
+        browser.close()
+
+
+def test_cognitive_notebook_shows_router_decisions_context_bundle_and_takes_an_approval_click(lab):
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian chromium is missing: `make test` installs it (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    url, token = lab
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = Browser(p)
+        page = browser.page
+        # Run All, then the last cell once more on its own: the front end's widget manager asks the
+        # kernel for its widgets with a shell request that waits behind queued cells, so a widget
+        # answers clicks only once no cell is queued (under Run All the approval times out: denied).
+        _open_and_run_all(page, url, token, "04_cognitive_agent.ipynb")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.jp-OutputArea-output')].some(e => "
+            "e.innerText.includes('I was not allowed to do that'))",
+            timeout=120_000,
+        )
+        page.wait_for_function(
+            "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
+            timeout=60_000,
+        )
+        last = page.locator(".jp-Notebook .jp-CodeCell").last
+        last.locator(".cm-content").click()
+        page.keyboard.press("Shift+Enter")
+        # the dangerous call waits in the approval panel until a human clicks
+        page.wait_for_selector(".loom-approval .loom-approve", timeout=30_000)
+        page.locator(".loom-approval .loom-approve").first.click()
+        page.wait_for_selector(".loom-approval .loom-state-running", timeout=20_000)
+        assert "approved: butler → door.open" in page.locator(".loom-approval").first.inner_text()
+        page.wait_for_function(
+            "() => document.querySelectorAll('.loom-router tr.loom-row').length >= 4", timeout=30_000
+        )
+        router = page.locator(".loom-router").first
+        assert router.locator("tr[data-route='cloud']").count() >= 1
+        router.locator("tr[data-route='cloud']").first.click()
+        assert "providers considered" in router.locator(".loom-detail").inner_text()
+        router.scroll_into_view_if_needed()
+        router.screenshot(path=str(ARTIFACTS / "router-inspector.png"))
+        context = page.locator(".loom-context").first
+        assert context.locator(".loom-bar-row[data-part='memory']").count() == 1
+        assert int(context.get_attribute("data-tokens") or 0) > 0
+        assert "tiktoken" in context.inner_text() or "estimate" in context.inner_text()
+        context.scroll_into_view_if_needed()
+        context.screenshot(path=str(ARTIFACTS / "context-inspector.png"))
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.jp-OutputArea-output')].some(e => "
+            "e.innerText.includes('Done: the kitchen door is open.'))",
+            timeout=30_000,
+        )
         _no_tracebacks(page)
         browser.close()

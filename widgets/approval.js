@@ -41,6 +41,7 @@ function render({ model, el }) {
   model.on("change:pending", update);
   model.on("change:decided", update);
   update();
+  model.send({ refresh: true });
 }
 
 export default { render };

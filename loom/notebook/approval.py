@@ -83,5 +83,11 @@ class ApprovalPanel(anywidget.AnyWidget):
         return True
 
     def _on_front_end(self, widget: Any, content: Any, buffers: Any) -> None:
-        if isinstance(content, dict) and isinstance(content.get("decide"), str):
+        if not isinstance(content, dict):
+            return
+        if isinstance(content.get("decide"), str):
             self.decide(content["decide"], content.get("allow") is True)
+        elif content.get("refresh"):
+            # A view that renders while its model is still loading can miss the first update (a call
+            # that began waiting at once): each new view asks for the state it should show.
+            self.send_state(["pending", "decided"])
