@@ -200,3 +200,19 @@ async def test_the_context_inspector_shows_a_cognitive_agents_real_prompt_bundle
         )
         view.close()
     await agent.stop()
+
+
+async def test_a_remote_agent_calls_llm_generate_through_the_bridge(rt, server):
+    await rt.add_llm(local(server))
+    bridge = await rt.start_bridge(port=0)
+    server.push(text("generated remotely"))
+    remote = await loom.Agent("visitor", address=f"127.0.0.1:{bridge.port}").start()
+    try:
+        out = await remote.ctx.tool("llm.generate", {"prompt": "hello", "system": "be brief"}, timeout_ms=10_000)
+        assert out["text"] == "generated remotely" and out["provider"] == "local"
+        assert server.requests[0]["messages"] == [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "hello"},
+        ]
+    finally:
+        await remote.stop()
