@@ -228,7 +228,7 @@ class LLMClient:
             if tool_choice is not None:  # without tools, a tool_choice is an error to OpenAI: dropped
                 request["tool_choice"] = _tool_choice(tool_choice)
         if cfg.extra_body:
-            request["extra_body"] = dict(cfg.extra_body)
+            request.update(cfg.extra_body)
         if stream:
             request["stream"] = True
             request["stream_options"] = {"include_usage": True}  # servers without it just send no usage
@@ -294,7 +294,7 @@ class LLMClient:
         return failure.error(self.name, note)
 
     async def _once(self, client: Any, request: dict[str, Any]) -> LLMResponse:
-        completion = await client.chat.completions.create(**request)
+        completion = await _post(client, request, stream=False)
         try:
             text, calls, finish, usage, model = parse_completion(completion)
         except (ValueError, AttributeError) as exc:
@@ -306,7 +306,7 @@ class LLMClient:
         import openai
 
         url = self._config.resolved_base_url
-        stream = await client.chat.completions.create(**request)
+        stream = await _post(client, request, stream=True)
         acc = StreamAccumulator()
         try:
             async for chunk in stream:
@@ -351,3 +351,24 @@ def _tool_choice(choice: str | Mapping[str, Any]) -> str | dict[str, Any]:
     if isinstance(choice, Mapping):
         return dict(choice)
     raise UsageError(f"tool_choice must be 'auto', 'none', 'required', a function name or a mapping, got {choice!r}")
+
+
+async def _post(client: Any, body: dict[str, Any], *, stream: bool) -> Any:
+    """POST /chat/completions with ``body`` as it is, through openai's generic ``post``.
+
+    ``chat.completions.create`` first walks the whole request through openai's typed-dict
+    transform (aliases, dates, files), which costs about 10 ms of CPU per call for a prompt of a
+    few dozen messages and tool schemas (see docs/performance.md); the body here is already plain
+    OpenAI JSON, so it goes out unchanged. The answer is parsed into openai's own types as
+    ``create`` would, and errors are openai's, so nothing else changes.
+    """
+    from openai import AsyncStream
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+    return await client.post(
+        "/chat/completions",
+        body=body,
+        cast_to=ChatCompletion,
+        stream=stream,
+        stream_cls=AsyncStream[ChatCompletionChunk],
+    )
