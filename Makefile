@@ -86,6 +86,7 @@ bench: $(STAMP)
 	$(PY) bench/notebook.py
 	$(PY) bench/tools.py
 	$(PY) bench/bridge.py
+	$(PY) bench/cognitive.py
 
 proto: $(STAMP)
 	$(PY) -m loom.bridge.protogen
