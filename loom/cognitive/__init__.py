@@ -12,6 +12,7 @@ from loom.cognitive.agent import CognitiveAgent, goal_of
 from loom.cognitive.config import DANGEROUS_TOOLS, ApprovalRequest, Approver, CognitiveConfig, ThinkingStrategy
 from loom.cognitive.llm.client import LLMClient
 from loom.cognitive.llm.generate_tool import LLMGenerateTool
+from loom.cognitive.llm.router import ModelRouter, Privacy, Route, RouteDecision, RoutingRefused, RoutingRequest
 from loom.cognitive.llm.types import (
     ChatModel,
     LLMBadResponse,
@@ -24,7 +25,6 @@ from loom.cognitive.llm.types import (
     ToolCall,
     Usage,
 )
-from loom.cognitive.llm.router import ModelRouter, Privacy, Route, RouteDecision, RoutingRefused, RoutingRequest
 from loom.cognitive.loop import EventSink, SimpleCognitiveLoop
 from loom.cognitive.steps import Answer, Step, StepKind, StopReason
 from loom.cognitive.toolbelt import Observation, ToolBelt
