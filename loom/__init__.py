@@ -188,12 +188,19 @@ _NOTEBOOK = {
 }
 
 
+_LAZY_PACKAGES = {"cognitive", "context"}  # thinking agents: `loom.cognitive.LLMClient` without importing them up front
+
+
 def __getattr__(name: str) -> object:
     # The inspectors pull in anywidget and ipywidgets: import them only when asked for.
     if name in _NOTEBOOK:
         from loom import notebook
 
         return getattr(notebook, name)
+    if name in _LAZY_PACKAGES:
+        import importlib
+
+        return importlib.import_module(f"loom.{name}")
     raise AttributeError(f"module 'loom' has no attribute {name!r}")
 
 
