@@ -216,3 +216,63 @@ async def test_a_remote_agent_calls_llm_generate_through_the_bridge(rt, server):
         ]
     finally:
         await remote.stop()
+
+
+async def test_an_agent_listening_to_its_own_steps_does_not_trigger_itself(rt, server):
+    await rt.add_llm(local(server))
+    server.responder = lambda body: text("once")
+    loop = SimpleCognitiveLoop(CognitiveConfig.single_shot(), rt.llm, rt.tools)
+    agent = await loom.Agent("w", topics=["ask.w", "agent.w.>"], behavior=CognitiveAgent(loop)).start()
+    await loom.request_reply("ask.w", "hello", timeout=10)
+    await asyncio.sleep(0.3)
+    assert len(server.requests) == 1
+    await agent.stop()
+
+
+async def test_bad_routing_metadata_is_answered_with_an_error_not_left_waiting(rt, server):
+    await rt.add_llm(local(server))
+    loop = SimpleCognitiveLoop(CognitiveConfig.single_shot(), rt.llm, rt.tools)
+    agent = await loom.Agent("assistant", topics=["ask.*"], behavior=CognitiveAgent(loop)).start()
+    reply = await loom.request_reply("ask.x", "hi", timeout=10, metadata={"privacy": "secret"})
+    assert reply is not None and reply.metadata["status"] == "error" and "privacy" in reply.metadata["error"]
+    assert server.requests == []
+    await agent.stop()
+
+
+async def test_re_adding_the_same_client_keeps_it_open(rt, server):
+    from loom.cognitive import LLMClient
+
+    client = LLMClient(local(server))
+    try:
+        await rt.add_llm(client)
+        await rt.add_llm(client)  # a notebook cell run twice
+        server.push(text("still here"))
+        assert (await rt.llm.chat([{"role": "user", "content": "hi"}])).text == "still here"
+    finally:
+        await client.aclose()
+
+
+async def test_a_core_behaviour_publishes_its_steps_where_it_is_told(rt, server):
+    await rt.add_llm(local(server))
+    server.push(text("42"))
+    steps = rt.bus.subscribe("agent.oracle.cognitive")
+    behavior = CognitiveAgent(SimpleCognitiveLoop(CognitiveConfig.single_shot(), rt.llm), events=rt.bus)
+    core = await rt.agents.create("oracle", behavior, topics=["ask.oracle"])
+    await core.start()
+    await loom.request_reply("ask.oracle", "the answer?", timeout=10)
+    assert [json.loads(e.payload)["kind"] for _, e in await drain(steps)] == ["usage", "answer"]
+    await rt.agents.delete("oracle")
+    steps.close()
+
+
+async def test_llm_generate_checks_its_stream_topic_first_and_honours_privacy(rt, server):
+    cloud = ScriptedOpenAI().start()
+    try:
+        await rt.add_llm(local(cloud, "cloud", locality="cloud"))
+        bad = await rt.tools.invoke("llm.generate", {"prompt": "x", "stream_topic": "bad topic"})
+        assert bad.error.code == "INVALID_PARAMS" and "stream_topic" in bad.error.message
+        private = await rt.tools.invoke("llm.generate", {"prompt": "secret", "privacy": "private"})
+        assert private.error.code == "PERMISSION_DENIED"
+        assert "private" in private.error.message and cloud.requests == []
+    finally:
+        cloud.stop()

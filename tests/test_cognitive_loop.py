@@ -237,3 +237,61 @@ async def test_the_context_persists_across_loops_on_one_file(server, llm, tmp_pa
     assert answer.text == "Your name is Ada."
     contents = [m["content"] for m in server.requests[1]["messages"]]
     assert "My name is Ada." in contents and "Nice to meet you, Ada." in contents
+
+
+async def test_a_request_given_to_a_single_model_still_guards_its_privacy(server, llm):
+    from loom.cognitive import RoutingRequest
+
+    server.push(text("fine"))
+    answer = await SimpleCognitiveLoop(CognitiveConfig(), llm).run("hi", request=RoutingRequest(privacy="local-only"))
+    assert answer.ok and answer.text == "fine"  # a loopback endpoint is local
+    cloud = LLMClient(LLMConfig(name="far", base_url=server.base_url, api_key="x", model="m", locality="cloud"))
+    try:
+        answer = await SimpleCognitiveLoop(CognitiveConfig(), cloud).run(
+            "secret", request=RoutingRequest(privacy="private")
+        )
+    finally:
+        await cloud.aclose()
+    assert answer.stop_reason is StopReason.MODEL_ERROR and "does not allow the model 'far'" in answer.error
+    assert len(server.requests) == 1  # nothing was sent to the cloud model
+
+
+async def test_an_empty_tool_name_from_a_broken_stream_is_an_observation(rt, server, llm):
+    server.push(tool_calls([("", {})]), text("sorry"))
+    answer = await SimpleCognitiveLoop(CognitiveConfig(), llm, rt.tools).run("do it")
+    assert answer.ok and answer.observations[0].text.startswith("ERROR NOT_FOUND")
+
+
+async def test_the_last_allowed_turns_tools_are_not_called(rt, server, llm):
+    calls = []
+
+    @loom.tool("count.me")
+    def count_me() -> int:
+        """Counts its calls."""
+        calls.append(1)
+        return len(calls)
+
+    rt.tools.register(count_me)
+    server.responder = lambda body: tool_call("count_me", {})
+    answer = await SimpleCognitiveLoop(CognitiveConfig(max_steps=2), llm, rt.tools).run("count")
+    assert answer.stop_reason is StopReason.MAX_STEPS and len(calls) == 1 and "were not made" in answer.error
+
+
+async def test_dangerous_patterns_add_to_the_defaults_and_tools_can_declare_themselves_dangerous(rt, server, llm):
+    @loom.tool("door.open")
+    def open_door(room: str) -> str:
+        """Open a door."""
+        return f"{room} open"
+
+    @loom.tool("vault.open", dangerous=True)
+    def open_vault() -> str:
+        """Open the vault."""
+        return "open"
+
+    rt.tools.register(open_door)
+    rt.tools.register(open_vault)
+    cfg = CognitiveConfig(dangerous={"door.*"})
+    assert {"fs.write", "shell.exec"} <= cfg.dangerous
+    server.push(tool_calls([("door_open", {"room": "hall"}), ("vault_open", {})]), text("no"))
+    answer = await SimpleCognitiveLoop(cfg, llm, rt.tools).run("open up")
+    assert [o.text[:6] for o in answer.observations] == ["DENIED", "DENIED"]

@@ -317,7 +317,7 @@ async def test_emitted_decisions_are_json_and_a_broken_observer_changes_nothing(
     (d,) = seen
     json.dumps(d)
     assert d["route"] == "local" and d["provider"] == "local" and d["request"]["quality_floor"] == 0.8
-    assert d["outcome"]["answered_by"] == "local" and d["outcome"]["failovers"] == 0
+    assert d["outcome"]["answered_by"] == "local" and d["outcome"]["failovers"] == []
     assert d["outcome"]["cost"] == 0 and d["outcome"]["attempts"][0]["ok"] is True
     assert router.recent() == seen and "router emit failed" in caplog.text
     h = router.health()
@@ -414,7 +414,11 @@ async def test_failover_to_the_next_eligible_provider_marks_the_down_one_until_i
         assert (reply.text, reply.provider) == ("backup answer", "backup")
         assert cloud_srv.requests == []
         (d,) = seen
-        assert d["provider"] == "local" and d["outcome"]["answered_by"] == "backup" and d["outcome"]["failovers"] == 1
+        assert (
+            d["provider"] == "local"
+            and d["outcome"]["answered_by"] == "backup"
+            and d["outcome"]["failovers"] == ["local"]
+        )
         assert [(a["provider"], a["ok"]) for a in d["outcome"]["attempts"]] == [("local", False), ("backup", True)]
         health = router.health()["local"]
         assert health["healthy"] is False and health["unhealthy_until"] == clock.now + 30
@@ -464,6 +468,9 @@ async def test_hybrid_returns_the_streamed_cloud_answer_with_the_local_draft(ser
     assert reply.draft is not None and (reply.draft.text, reply.draft.provider) == ("quick draft", "local")
     assert "".join(tokens) == "refined answer"  # only the cloud streamed
     assert not local_srv.requests[0].get("stream") and cloud_srv.requests[0]["stream"] is True
+    # the refiner sees the draft and is asked to check it
+    refine = cloud_srv.requests[0]["messages"]
+    assert refine[-2] == {"role": "assistant", "content": "quick draft"} and "draft" in refine[-1]["content"]
     outcome = router.recent(1)[0]["outcome"]
     assert [a["role"] for a in outcome["attempts"]] == ["draft", "refine"] and outcome["note"] is None
 

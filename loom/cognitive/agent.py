@@ -17,11 +17,13 @@ the model router when the loop thinks through one.
 from __future__ import annotations
 
 import json
+import logging
 from typing import TYPE_CHECKING, Any
 
-from loom.cognitive.loop import SimpleCognitiveLoop
+from loom.cognitive.llm.router_request import ROUTING_KEYS, RoutingRequest
+from loom.cognitive.loop import EventSink, SimpleCognitiveLoop
 from loom.cognitive.steps import Answer
-from loom.collab.collaborator import make_event
+from loom.collab.collaborator import make_reply
 from loom.errors import UsageError
 from loom.events.envelope import Envelope
 
@@ -34,8 +36,9 @@ if TYPE_CHECKING:
 
 __all__ = ["CognitiveAgent", "goal_of"]
 
+log = logging.getLogger("loom.cognitive")
+
 _GOAL_KEYS = ("goal", "question", "prompt", "text", "query", "message", "task")
-_ROUTING_KEYS = ("privacy", "latency_budget_ms", "cost_cap", "quality_floor")
 
 
 def goal_of(event: Event) -> str:
@@ -64,13 +67,18 @@ class CognitiveAgent:
     Args:
         loop: the loop that thinks; it is bound to the agent's id and link when the agent starts.
         reply: answer events that came from an agent (they carry ``reply_to``).
+        events: where steps go for an agent-core behaviour (``rt.bus``; the SDK path uses the agent's link).
+
+    The loop (and the context it was given) stays the caller's: ``await loop.aclose()`` when done.
+    An in-memory context the loop made itself is closed when the agent stops.
     """
 
-    def __init__(self, loop: SimpleCognitiveLoop, *, reply: bool = True) -> None:
+    def __init__(self, loop: SimpleCognitiveLoop, *, reply: bool = True, events: EventSink | None = None) -> None:
         if not isinstance(loop, SimpleCognitiveLoop):
             raise UsageError(f"CognitiveAgent needs a SimpleCognitiveLoop, got {loop!r}")
         self.loop = loop
         self.reply = reply
+        self.events = events
         self.last_answer: Answer | None = None
         self.answered = 0
         self.failed = 0
@@ -81,66 +89,75 @@ class CognitiveAgent:
         self.loop.bind(agent.agent_id, agent.core.link)
 
     async def __call__(self, ctx: Context, topic: str, event: Event) -> None:
-        if event.metadata.get("sender") == f"agent.{ctx.agent_id}":
-            return  # its own step or answer events coming back on a wide subscription
+        if _own(event, ctx.agent_id):
+            return  # its own step, token or answer events coming back on a wide subscription
         if self.loop.agent_id != ctx.agent_id or self.loop.events is None:  # an event raced attach()
             self.loop.bind(ctx.agent_id, ctx._core().link)
-        answer = await self._think(event)
-        if answer is None or not self._wants_reply(event):
+        body, error = await self._think(event)
+        if body is None or not self._wants_reply(event):
             return
-        thread = ctx.thread(event)
-        if answer.ok:
-            await ctx.reply(thread, _reply_body(answer))
-        else:
-            await ctx.reply(thread, _reply_body(answer), error=answer.error or str(answer.stop_reason))
+        await ctx.reply(ctx.thread(event), body, error=error)
 
     # -- agent core: rt.agents.create(id, CognitiveAgent(loop)) -----------------------------
     def on_init(self, config: AgentConfig) -> None:
-        self.loop.bind(config.agent_id, self.loop.events)
+        self.loop.bind(config.agent_id, self.events or self.loop.events)
 
     async def on_event(self, event: Event, state: AgentState) -> list[Action] | None:
         from loom.agents.behavior import Action
 
-        if event.metadata.get("sender") == f"agent.{self.loop.agent_id}":
+        if _own(event, self.loop.agent_id):
             return None
-        answer = await self._think(event)
-        if answer is None or not self._wants_reply(event):
+        body, error = await self._think(event)
+        if body is None or not self._wants_reply(event):
             return None
         src = Envelope.from_event(event)
-        md: dict[str, str] = {}
-        if not answer.ok:
-            md["status"], md["error"] = "error", answer.error or str(answer.stop_reason)
-        me = self.loop.agent_id
-        Envelope(src.thread_id, src.correlation_id, "", f"agent.{me}.replies", src.ttl, src.hop).apply_to(md)
-        kind = "collab.reply" if event.type == "collab.request" else "cognitive.answer"
-        reply = make_event(kind, _reply_body(answer), source=f"agent.{me}", metadata=md)
+        md = {"status": "error", "error": error} if error else {}
+        reply, envelope = make_reply(event.type, src, self.loop.agent_id, body, metadata=md)
+        envelope.apply_to(reply.metadata)
         return [Action.emit(src.reply_to, reply)]
 
-    def on_shutdown(self) -> None:
-        return None
+    async def on_shutdown(self) -> None:
+        await self.loop.release_own_context()
+
+    async def detach(self) -> None:
+        """Called by :class:`loom.Agent` when it stops."""
+        await self.loop.release_own_context()
 
     # -- shared ----------------------------------------------------------------------------
     def _wants_reply(self, event: Event) -> bool:
         md = event.metadata
         return self.reply and bool(md.get("reply_to") or md.get("loom.reply_to"))
 
-    async def _think(self, event: Event) -> Answer | None:
+    async def _think(self, event: Event) -> tuple[dict[str, Any] | None, str | None]:
+        """The reply body and error of thinking about ``event`` (``(None, None)``: no goal in it).
+
+        Whatever goes wrong is an answer with ``status=error``, never a requester left waiting:
+        bad routing metadata, a closed model, a context store that fails.
+        """
         goal = goal_of(event)
         if not goal:
-            return None
-        request = None
-        md = event.metadata
-        if any(k in md for k in _ROUTING_KEYS):
-            from loom.cognitive.llm.router import RoutingRequest
-
-            request = RoutingRequest.from_metadata(md)
-        answer = await self.loop.run(goal, request=request)
+            return None, None
+        try:
+            md = event.metadata
+            request = RoutingRequest.from_metadata(md) if any(k in md for k in ROUTING_KEYS) else None
+            answer = await self.loop.run(goal, request=request)
+        except Exception as exc:  # noqa: BLE001 - reported to the asker and counted, the agent goes on
+            self.failed += 1
+            log.warning("cognitive agent %s could not think about %s: %s", self.loop.agent_id, event.id, exc)
+            return {"answer": "", "ok": False, "stop_reason": "error", "error": f"{type(exc).__name__}: {exc}"}, (
+                f"{type(exc).__name__}: {exc}"
+            )
         self.last_answer = answer
         if answer.ok:
             self.answered += 1
-        else:
-            self.failed += 1
-        return answer
+            return _reply_body(answer), None
+        self.failed += 1
+        return _reply_body(answer), answer.error or str(answer.stop_reason)
+
+
+def _own(event: Event, agent_id: str) -> bool:
+    me = f"agent.{agent_id}"
+    return event.metadata.get("sender") == me or event.source == me or event.type.startswith("cognitive.")
 
 
 def _reply_body(answer: Answer) -> dict[str, Any]:

@@ -53,7 +53,9 @@ class CognitiveConfig:
         max_tools: at most this many tools are offered (OpenAI caps a request at 128).
         tool_timeout: seconds a tool call may take; a slow tool becomes a timeout observation.
         max_parallel_tools: tool calls of one turn that run at once.
-        dangerous: tools that need approval (besides any tool with ``dangerous = True``).
+        dangerous: more tools (names or ``fnmatch`` patterns such as ``"filesystem:*"``) that need
+            approval, besides ``fs.write``, ``shell.exec``, any tool declared ``dangerous`` and any MCP
+            tool with ``destructiveHint``.
         approve: called with an :class:`ApprovalRequest`; returns (or resolves to) True to allow.
             Without it dangerous calls are denied, and the model is told so.
         stream: stream tokens (to ``on_token`` and ``agent.<id>.tokens``); some servers cannot
@@ -96,7 +98,10 @@ class CognitiveConfig:
             if isinstance(self.tools, str):
                 raise UsageError(f"CognitiveConfig.tools must be a list of names, not the string {self.tools!r}")
             object.__setattr__(self, "tools", tuple(self.tools))
-        object.__setattr__(self, "dangerous", frozenset(self.dangerous))
+        if isinstance(self.dangerous, str):
+            raise UsageError(f"CognitiveConfig.dangerous must be a set of names, not the string {self.dangerous!r}")
+        # added to the defaults, never instead of them: naming one more tool must not unguard fs.write
+        object.__setattr__(self, "dangerous", DANGEROUS_TOOLS | frozenset(self.dangerous))
         if self.approve is not None and not callable(self.approve):
             raise UsageError(f"CognitiveConfig.approve must be callable, got {self.approve!r}")
 

@@ -71,6 +71,7 @@ class SimpleCognitiveLoop:
         self.agent_id = agent_id
         self.events = events
         self._context: AgentContext | None = None
+        self._own_context = False  # made here (in memory): closed by release_own_context()
         self.last_bundle: PromptBundle | None = None
         """The prompt bundle of the latest run (what the ContextInspector shows)."""
         self.runs = 0
@@ -81,6 +82,7 @@ class SimpleCognitiveLoop:
         if not callable(getattr(context, "get_context", None)):
             raise UsageError(f"with_context needs a loom.context.AgentContext, got {context!r}")
         self._context = context
+        self._own_context = False
         return self
 
     @property
@@ -90,6 +92,7 @@ class SimpleCognitiveLoop:
             from loom.context import AgentContext
 
             self._context = AgentContext(f"mem-{new_event_id()}", self.agent_id)
+            self._own_context = True
         return self._context
 
     def bind(self, agent_id: str, events: EventSink | None) -> None:
@@ -99,8 +102,16 @@ class SimpleCognitiveLoop:
 
     async def aclose(self) -> None:
         """Close the context this loop made or was given (the model is the caller's to close)."""
-        if self._context is not None:
-            await self._context.aclose()
+        context, self._context = self._context, None
+        if context is not None:
+            await context.aclose()
+
+    async def release_own_context(self) -> None:
+        """Close the in-memory context the loop made itself, if any (its agent stopped); a context
+        given with :meth:`with_context` stays open. The next run starts a fresh one."""
+        if self._own_context:
+            self._own_context = False
+            await self.aclose()
 
     # -- a run ---------------------------------------------------------------------------
     async def run(
@@ -146,6 +157,7 @@ class _Run:
         self.on_step = on_step
         self.user_token = on_token
         self.request = request
+        self.sender = f"agent.{loop.agent_id}"
         self.topic = f"agent.{loop.agent_id}.cognitive"
         self.token_topic = f"agent.{loop.agent_id}.tokens"
         self.last_text = ""
@@ -156,7 +168,10 @@ class _Run:
         if sink is None:
             return False
         has = getattr(sink, "has_subscribers", None)
-        return True if has is None else has(topic)
+        if has is not None:
+            return has(topic)
+        unrouted = getattr(sink, "unrouted", None)  # an agent's link
+        return True if unrouted is None else not unrouted(topic)
 
     def step(self, kind: StepKind, **fields: Any) -> Step:
         s = Step(run_id=self.id, index=len(self.steps), kind=kind, **fields)
@@ -169,8 +184,8 @@ class _Run:
             event = Event(
                 f"cognitive.{kind}",
                 json.dumps(body, ensure_ascii=False, default=str).encode(),
-                source=f"agent.{self.loop.agent_id}",
-                metadata={"run_id": self.id},
+                source=self.sender,
+                metadata={"run_id": self.id, "sender": self.sender},
             )
             self.loop.events.publish_nowait(self.topic, event)  # type: ignore[union-attr]
         return s
@@ -180,7 +195,10 @@ class _Run:
             self.user_token(fragment)
         if self._watched(self.token_topic):
             event = Event(
-                "cognitive.token", fragment.encode(), source=f"agent.{self.loop.agent_id}", metadata={"run_id": self.id}
+                "cognitive.token",
+                fragment.encode(),
+                source=self.sender,
+                metadata={"run_id": self.id, "sender": self.sender},
             )
             self.loop.events.publish_nowait(self.token_topic, event)  # type: ignore[union-attr]
 
@@ -193,10 +211,17 @@ class _Run:
             "max_tokens": cfg.max_output_tokens,
             "on_token": self.token if cfg.stream else None,
         }
+        llm = self.loop.llm
         if self.request is not None:
-            kwargs["request"] = self.request
+            from loom.cognitive.llm.router_request import refusal
+
+            why = refusal(llm, self.request)
+            if why is not None:
+                raise _RunEnded(StopReason.MODEL_ERROR, why)
+            if getattr(llm, "routes_requests", False):
+                kwargs["request"] = self.request
         try:
-            response = await self.loop.llm.chat(messages, **kwargs)
+            response = await llm.chat(messages, **kwargs)
         except LLMError as exc:
             raise _RunEnded(StopReason.MODEL_ERROR, str(exc)) from exc
         self.calls += 1
@@ -276,8 +301,8 @@ class _Run:
 
     async def _react(self, ctx: AgentContext, messages: list[Message], tools: list[dict[str, Any]]) -> str:
         cfg = self.config
-        content = getattr(getattr(self.loop.llm, "config", None), "tool_call_content", "")
-        for _ in range(cfg.max_steps):
+        belt = self.loop.belt
+        for step in range(cfg.max_steps):
             response = await self.think(messages, tools)
             if not response.tool_calls:
                 return response.text
@@ -286,25 +311,30 @@ class _Run:
                 self.step(StepKind.THOUGHT, text=response.text)
             if self.over_tokens():
                 raise _RunEnded(StopReason.MAX_TOKENS, self._token_message())
-            messages.append(response.assistant_message(content))
+            if step == cfg.max_steps - 1:  # nobody would read what these calls return
+                raise _RunEnded(
+                    StopReason.MAX_STEPS,
+                    f"no final answer after {cfg.max_steps} model calls (max_steps={cfg.max_steps}); "
+                    f"the last turn's {len(response.tool_calls)} tool call(s) were not made",
+                )
+            messages.append(response.assistant_message(None))  # the client sends what its server accepts
             for call in response.tool_calls:
                 self.step(StepKind.TOOL_CALL, tool=call.name, call_id=call.id, text=call.arguments)
-                await ctx.record_tool_call(call.name, _args_or_text(call.arguments), call_id=call.id)
-            observations = await self.loop.belt.call_all(
-                response.tool_calls, agent_id=self.loop.agent_id, run_id=self.id
-            )
-            for obs in observations:
+            observations = await belt.call_all(response.tool_calls, agent_id=self.loop.agent_id, run_id=self.id)
+            for call, obs in zip(response.tool_calls, observations, strict=True):
+                name = obs.tool or call.name or "?"  # the registry's name when the call resolved
+                await ctx.record_tool_call(
+                    name, obs.args if obs.tool else _args_or_text(call.arguments), call_id=call.id
+                )
                 item = await ctx.record_tool_result(
-                    obs.tool or "?", obs.ok, observation_payload(obs) if not obs.ok else obs.output, obs.call_id
+                    name, obs.ok, obs.output if obs.ok else observation_payload(obs), call.id
                 )
                 shown = item.text if obs.ok else obs.text
                 self.step(
                     StepKind.OBSERVATION, tool=obs.tool, call_id=obs.call_id, ok=obs.ok, text=shown, args=obs.args
                 )
                 messages.append({"role": "tool", "tool_call_id": obs.call_id, "content": shown})
-        raise _RunEnded(
-            StopReason.MAX_STEPS, f"no final answer after {cfg.max_steps} model calls (max_steps={cfg.max_steps})"
-        )
+        raise AssertionError("unreachable")  # pragma: no cover - the last step ends the run above
 
     async def _chain_of_thought(self, messages: list[Message]) -> str:
         steps = self.config.max_steps

@@ -82,7 +82,7 @@ class ToolBelt:
         return out
 
     def dangerous(self, name: str) -> bool:
-        if name in self.config.dangerous:
+        if any(fnmatchcase(name, p) for p in self.config.dangerous):
             return True
         tool = self.registry.get(name) if self.registry is not None else None
         return bool(getattr(tool, "dangerous", False))
@@ -134,7 +134,7 @@ class ToolBelt:
         return Observation(call.id, name, args, False, None, f"ERROR {code}: {message}", code)
 
     def _reason(self, name: str) -> str:
-        if name in self.config.dangerous:
+        if any(fnmatchcase(name, p) for p in self.config.dangerous):
             return f"{name} is listed as dangerous: it can change files or run commands"
         return f"{name} is marked dangerous by its provider"
 

@@ -42,6 +42,28 @@ def make_event(type: str, payload: Any = None, **fields: Any) -> Event:
     return Event.from_json(type, payload, **fields)
 
 
+def make_reply(
+    origin_type: str,
+    src: Envelope,
+    agent_id: str,
+    obj: Any = None,
+    *,
+    type: str | None = None,
+    metadata: dict[str, str] | None = None,
+) -> tuple[Event, Envelope]:
+    """The answer of agent ``agent_id`` to an event of ``origin_type`` that came with envelope ``src``:
+    the event (its type follows the conversation: a request gets ``collab.reply``, a call for
+    proposals ``collab.proposal``, an award ``collab.result``) and the envelope that correlates it;
+    publish it on ``src.reply_to``. The one place replies are made (``ctx.reply``, cognitive agents)."""
+    kind = type or _REPLY_TYPE.get(origin_type, "collab.reply")
+    event = make_event(kind, obj, source=f"agent.{agent_id}", metadata=metadata or {}, tags=["collab"])
+    envelope = Envelope(
+        src.thread_id, src.correlation_id, "", f"agent.{agent_id}.replies", src.ttl, src.hop, event.timestamp_ms
+    )
+    return event, envelope
+
+
+_REPLY_TYPE = {"collab.request": "collab.reply", "collab.cfp": "collab.proposal", "collab.award": "collab.result"}
 _REPLY = frozenset(("collab.reply",))
 _TAGS = ("collab",)
 

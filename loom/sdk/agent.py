@@ -201,6 +201,11 @@ class Agent:
                 await transport.detach(self)
             finally:
                 self._core = None
+                detach = getattr(self.behavior, "detach", None)
+                if detach is not None:
+                    result = detach()
+                    if inspect.isawaitable(result):
+                        await result
 
     async def _on_shutdown(self) -> None:
         """Hook for subclasses: called once when the agent stops."""

@@ -27,6 +27,8 @@ class Capability:
     input_model: Any = None
     schema: dict[str, Any] = field(default_factory=dict)
     max_concurrency: int | None = None
+    dangerous: bool = False
+    """It changes the world outside the runtime: a cognitive loop asks for approval before calling it."""
 
     def with_options(self, **changes: Any) -> Capability:
         """A copy with ``changes`` (e.g. ``max_concurrency``)."""

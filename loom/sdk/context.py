@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from loom.collab.collaborator import Collaborator, make_event
+from loom.collab.collaborator import Collaborator, make_event, make_reply
 from loom.collab.contract_net import contract_net, proposal_score
 from loom.collab.strategy import BarrierResult, ContractNetResult, FanoutResult, RequestTimeout, Strategy
 from loom.errors import UsageError
@@ -18,12 +18,6 @@ if TYPE_CHECKING:
     from loom.sdk.agent import Agent
 
 __all__ = ["Context", "Thread"]
-
-_REPLY_TYPE = {
-    "collab.request": "collab.reply",
-    "collab.cfp": "collab.proposal",
-    "collab.award": "collab.result",
-}
 
 
 class Thread(NamedTuple):
@@ -134,14 +128,8 @@ class Context:
         if error:  # no status key means ok
             md["status"] = "error"
             md["error"] = str(error)
-        kind = type or _REPLY_TYPE.get(thread.origin_type, "collab.reply")
-        event = make_event(kind, obj, source=f"agent.{self.agent_id}", metadata=md, tags=["collab"])
-        src = thread.envelope
-        me = self._agent.agent_id
-        envelope = Envelope(
-            thread.id, src.correlation_id, "", f"agent.{me}.replies", src.ttl, src.hop, event.timestamp_ms
-        )
-        return await self._core().publish_as(src.reply_to, event, envelope, fresh=True)
+        event, envelope = make_reply(thread.origin_type, thread.envelope, self.agent_id, obj, type=type, metadata=md)
+        return await self._core().publish_as(thread.envelope.reply_to, event, envelope, fresh=True)
 
     async def propose(self, thread: Thread, proposal: Any = None, *, score: float) -> int:
         """Bid in a contract-net round (reply to a ``collab.cfp`` with a score)."""

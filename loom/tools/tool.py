@@ -23,7 +23,8 @@ class Tool(Protocol):
 
     Optional attributes the registry honours: ``provider`` (``native``, ``local``, ``mcp``,
     ``remote``), ``version``, ``max_concurrency`` (calls at once) and ``validate(args) -> args``
-    (used instead of the generic JSON Schema check, e.g. to coerce types).
+    (used instead of the generic JSON Schema check, e.g. to coerce types). ``dangerous = True``
+    makes a cognitive loop ask for approval first.
     """
 
     name: str
@@ -34,19 +35,30 @@ class Tool(Protocol):
 
 
 def tool(
-    name: str, *, description: str | None = None, version: str = "1.0", max_concurrency: int | None = None
+    name: str,
+    *,
+    description: str | None = None,
+    version: str = "1.0",
+    max_concurrency: int | None = None,
+    dangerous: bool = False,
 ) -> Callable[[F], F]:
     """Declare a function as tool ``name`` (schema from its type hints; the function stays callable).
 
-    ``rt.tools.register(fn)`` then makes it invocable. Raises ``UsageError`` at decoration time for
-    signatures a schema cannot describe.
+    ``rt.tools.register(fn)`` then makes it invocable. ``dangerous=True``: a cognitive loop asks for
+    approval before calling it. Raises ``UsageError`` at decoration time for signatures a schema
+    cannot describe.
     """
     deco = capability(name, version=version, description=description)
 
     def decorate(func: F) -> F:
         func = deco(func)
+        options: dict[str, Any] = {}
         if max_concurrency is not None:
-            func.__loom_capability__ = func.__loom_capability__.with_options(max_concurrency=max_concurrency)  # type: ignore[attr-defined]
+            options["max_concurrency"] = max_concurrency
+        if dangerous:
+            options["dangerous"] = True
+        if options:
+            func.__loom_capability__ = func.__loom_capability__.with_options(**options)  # type: ignore[attr-defined]
         return func
 
     return decorate

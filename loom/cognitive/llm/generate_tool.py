@@ -9,8 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from loom.cognitive.llm.router import RoutingRefused
+from loom.cognitive.llm.router_request import ROUTING_KEYS, RoutingRequest, refusal
 from loom.cognitive.llm.types import ChatModel, LLMError, LLMTimeout, LLMUnavailable, Message
-from loom.errors import ToolError
+from loom.errors import InvalidTopic, ToolError
+from loom.events.topics import validate_topic
 from loom.tools.result import ErrorCode
 
 __all__ = ["LLMGenerateTool"]
@@ -35,6 +38,10 @@ _SCHEMA: dict[str, Any] = {
         "temperature": {"type": "number", "minimum": 0, "maximum": 2},
         "max_tokens": {"type": "integer", "minimum": 1},
         "stream_topic": {"type": "string", "description": "Publish each text fragment on this topic as it arrives."},
+        "privacy": {"type": "string", "enum": ["public", "sensitive", "private", "local-only"]},
+        "latency_budget_ms": {"type": "number", "exclusiveMinimum": 0},
+        "cost_cap": {"type": "number", "minimum": 0},
+        "quality_floor": {"type": "number", "minimum": 0, "maximum": 1},
     },
     "anyOf": [{"required": ["prompt"]}, {"required": ["messages"]}],
     "additionalProperties": False,
@@ -46,7 +53,8 @@ class LLMGenerateTool:
 
     Returns ``{text, model, provider, finish_reason, usage: {prompt_tokens, completion_tokens,
     estimated}}`` (plus ``tool_calls`` when the model made some). A model that is unreachable or
-    too slow raises ``ToolError`` ``PROVIDER_UNAVAILABLE``; any other model failure ``UPSTREAM_ERROR``.
+    too slow raises ``ToolError`` ``PROVIDER_UNAVAILABLE``; a request no provider may see (its
+    ``privacy``) ``PERMISSION_DENIED``; any other model failure ``UPSTREAM_ERROR``.
     """
 
     name = "llm.generate"
@@ -79,17 +87,35 @@ class LLMGenerateTool:
             publish = self.publish
             if publish is None:
                 raise ToolError(ErrorCode.INVALID_PARAMS, self.name, "stream_topic given, but this tool has no bus")
+            try:  # before the model is called, not at its first token
+                validate_topic(topic)
+            except InvalidTopic as exc:
+                raise ToolError(ErrorCode.INVALID_PARAMS, self.name, f"stream_topic: {exc}") from None
             on_token = lambda fragment: publish(topic, fragment)  # noqa: E731 - a one-line closure over the topic
+        kwargs: dict[str, Any] = {}
+        routing = {k: args[k] for k in ROUTING_KEYS if k in args}
+        if routing:  # a caller through the bridge can keep its data local, as an agent's event can
+            request = RoutingRequest(**routing)
+            why = refusal(self.model, request)
+            if why is not None:
+                raise ToolError(ErrorCode.PERMISSION_DENIED, self.name, why)
+            if getattr(self.model, "routes_requests", False):
+                kwargs["request"] = request
         try:
             response = await self.model.chat(
-                messages, temperature=args.get("temperature"), max_tokens=args.get("max_tokens"), on_token=on_token
+                messages,
+                temperature=args.get("temperature"),
+                max_tokens=args.get("max_tokens"),
+                on_token=on_token,
+                **kwargs,
             )
         except LLMError as exc:
-            code = (
-                ErrorCode.PROVIDER_UNAVAILABLE
-                if isinstance(exc, LLMUnavailable | LLMTimeout)
-                else ErrorCode.UPSTREAM_ERROR
-            )
+            if isinstance(exc, RoutingRefused):  # dropped (no provider may see it) or deferred (all down)
+                code = ErrorCode.PROVIDER_UNAVAILABLE if exc.retryable else ErrorCode.PERMISSION_DENIED
+            elif isinstance(exc, LLMUnavailable | LLMTimeout):
+                code = ErrorCode.PROVIDER_UNAVAILABLE
+            else:
+                code = ErrorCode.UPSTREAM_ERROR
             details = {"provider": exc.provider, "retryable": str(exc.retryable).lower()}
             if exc.status is not None:
                 details["status"] = str(exc.status)

@@ -25,9 +25,11 @@ def build_router(providers: Iterable[Any], bus: EventBus, **router_options: Any)
     """A :class:`ModelRouter` whose decisions go to ``router.decisions`` and its ``llm.generate`` tool
     whose streamed fragments go to the topic a caller names. Events are built only when someone listens."""
     models: list[Any] = []
+    made: list[str] = []  # closed with the router; clients the caller passed stay the caller's
     for p in providers:
         if isinstance(p, LLMConfig):
             models.append(LLMClient(p))
+            made.append(p.name)
         elif callable(getattr(p, "chat", None)) and isinstance(getattr(p, "config", None), LLMConfig):
             models.append(p)
         else:
@@ -44,5 +46,5 @@ def build_router(providers: Iterable[Any], bus: EventBus, **router_options: Any)
         if not bus.closed and bus.has_subscribers(topic):
             bus.publish_nowait(topic, Event("llm.token", fragment.encode(), source="loom.llm"))
 
-    router = ModelRouter(models, emit=emit, **router_options)
+    router = ModelRouter(models, emit=emit, owned=made, **router_options)
     return router, LLMGenerateTool(router, publish=publish)

@@ -14,19 +14,17 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from loom.cognitive.llm.router_call import RoutedCall, fails_over
 from loom.cognitive.llm.router_request import Privacy, RoutingRequest, estimate_tokens
 from loom.cognitive.llm.router_rules import ProviderView, Route, RouteDecision, decide_route
 from loom.cognitive.llm.types import (
     ChatModel,
     LLMError,
     LLMResponse,
-    LLMTimeout,
-    LLMUnavailable,
-    Locality,
     Message,
     TokenSink,
     Usage,
@@ -71,11 +69,6 @@ class _Health:
     spend: float = 0.0
 
 
-def _fails_over(exc: LLMError) -> bool:
-    # A 400 or a refused context length is the request's fault: another provider would refuse it too.
-    return isinstance(exc, LLMUnavailable | LLMTimeout) or exc.retryable
-
-
 class ModelRouter:
     """Routes each chat call to one of several providers, with failover inside the privacy boundary.
 
@@ -88,10 +81,13 @@ class ModelRouter:
         clock: monotonic seconds, for health expiry (tests inject one).
         default_request: the request for calls that pass none (default: ``RoutingRequest()``, sensitive).
         keep: how many recent decisions :meth:`recent` can return.
+        owned: names of the providers :meth:`aclose` closes (default: all); the others are the caller's.
 
     Raises:
         UsageError: no providers, a provider without ``.config``, two with one name, or a bad argument.
     """
+
+    routes_requests = True  # the cognitive loop passes its RoutingRequest to models that say so
 
     def __init__(
         self,
@@ -103,6 +99,7 @@ class ModelRouter:
         clock: Callable[[], float] = time.monotonic,
         default_request: RoutingRequest | None = None,
         keep: int = 200,
+        owned: Iterable[str] | None = None,
     ) -> None:
         if not providers:
             raise UsageError("ModelRouter needs at least one provider")
@@ -121,6 +118,7 @@ class ModelRouter:
         if default_request is not None and not isinstance(default_request, RoutingRequest):
             raise UsageError(f"ModelRouter default_request must be a RoutingRequest, got {default_request!r}")
         self._emit = emit
+        self._owned = None if owned is None else frozenset(owned)
         self._unhealthy_for = float(unhealthy_for)
         self._alpha = float(ewma_alpha)
         self._clock = clock
@@ -215,7 +213,7 @@ class ModelRouter:
         """
         decision = self.decide(request, messages)
         kwargs = {"tools": tools, "tool_choice": tool_choice, "temperature": temperature, "max_tokens": max_tokens}
-        call = _Call(self, messages, kwargs, timeout)
+        call = RoutedCall(self, messages, kwargs, timeout)
         outcome: dict[str, Any] = {"answered_by": None, "attempts": call.attempts, "error": None, "note": None}
         started = time.perf_counter()
         try:
@@ -231,7 +229,7 @@ class ModelRouter:
             outcome["error"] = f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            outcome["failovers"] = sum(1 for a in call.attempts if not a["ok"] and a["role"] != "draft")
+            outcome["failovers"] = [a["provider"] for a in call.attempts if not a["ok"] and a["role"] != "draft"]
             outcome["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
             outcome["cost"] = sum(a.get("cost", 0.0) for a in call.attempts)
             self._record(decision, outcome)
@@ -262,7 +260,7 @@ class ModelRouter:
         try:
             response = await provider.chat(messages, on_token=on_token, timeout=timeout, **kwargs)
         except LLMError as exc:
-            if _fails_over(exc):
+            if fails_over(exc):
                 h.failures += 1
                 h.unhealthy_until = self._clock() + self._unhealthy_for
             h.last_error = f"{type(exc).__name__}: {exc}"
@@ -283,9 +281,12 @@ class ModelRouter:
         return (usage.prompt_tokens * cfg.cost_per_1k_input + usage.completion_tokens * cfg.cost_per_1k_output) / 1000
 
     async def aclose(self) -> None:
-        """Close every provider that can be closed (all are tried; the first error is raised after)."""
+        """Close the providers it owns (all of them unless ``owned=`` said otherwise; all are tried,
+        the first error is raised after)."""
         errors: list[Exception] = []
-        for provider in self._providers.values():
+        for name, provider in self._providers.items():
+            if self._owned is not None and name not in self._owned:
+                continue
             close = getattr(provider, "aclose", None)
             if close is None:
                 continue
@@ -307,84 +308,20 @@ class ModelRouter:
         return f"<ModelRouter {names}>"
 
 
-class _Call:
-    """One routed call's attempts, so a failover chain and a hybrid share their bookkeeping."""
-
-    def __init__(self, router: ModelRouter, messages: Sequence[Message], kwargs: dict[str, Any], timeout: float | None):
-        self.router = router
-        self.messages = messages
-        self.kwargs = kwargs
-        self.timeout = timeout
-        self.attempts: list[dict[str, Any]] = []
-
-    async def one(self, name: str, on_token: TokenSink | None, role: str) -> LLMResponse:
-        started = time.perf_counter()
-        try:
-            response = await self.router._attempt(name, self.messages, self.kwargs, on_token, self.timeout)
-        except LLMError as exc:
-            ms = round((time.perf_counter() - started) * 1000, 2)
-            self.attempts.append({"provider": name, "role": role, "ok": False, "latency_ms": ms, "error": str(exc)})
-            raise
-        ms = round((time.perf_counter() - started) * 1000, 2)
-        cost = self.router.cost_of(name, response.usage)
-        self.attempts.append(
-            {"provider": name, "role": role, "ok": True, "latency_ms": ms, "error": None, "cost": cost}
-        )
-        return response
-
-    async def chain(self, names: Sequence[str | None], on_token: TokenSink | None, role: str = "answer") -> LLMResponse:
-        """Try ``names`` in order, moving on after a failover-worthy error; skip ones marked unhealthy meanwhile."""
-        router = self.router
-        tried: list[str] = []
-        for i, name in enumerate(n for n in names if n is not None):
-            if i > 0 and router._health[name].unhealthy_until > router._clock():
-                tried.append(f"{name!r} skipped (marked unhealthy by another call)")
-                continue
-            try:
-                return await self.one(name, on_token, role)
-            except LLMError as exc:
-                if not _fails_over(exc):
-                    raise
-                tried.append(f"{name!r} ({type(exc).__name__}: {exc})")
-        raise LLMUnavailable("router", f"every provider tried failed: {'; '.join(tried)}", retryable=True)
-
-    async def hybrid(self, decision: RouteDecision, on_token: TokenSink | None, outcome: dict[str, Any]) -> LLMResponse:
-        """Local draft (not streamed), then cloud refine (streamed); the draft alone if every refiner fails."""
-        assert decision.draft_provider is not None and decision.provider is not None  # set by rule 5
-        draft: LLMResponse | None = None
-        try:
-            draft = await self.one(decision.draft_provider, None, "draft")
-        except LLMError:
-            pass  # recorded in attempts; the refiner still answers
-        clouds = [decision.provider] + [n for n in decision.fallbacks if not _is_near(self.router, n)]
-        try:
-            refined = await self.chain(clouds, on_token, "refine")
-        except LLMError as exc:
-            if draft is not None:
-                outcome["note"] = f"refine failed ({exc}); returned the draft of {draft.provider!r}"
-                return draft
-            # No draft and no cloud: the remaining local/private fallbacks answer like any failover.
-            nears = [n for n in decision.fallbacks if _is_near(self.router, n)]
-            if not nears:
-                raise
-            return await self.chain(nears, on_token)
-        return replace(refined, draft=draft)
-
-
-def _is_near(router: ModelRouter, name: str) -> bool:
-    return router._providers[name].config.resolved_locality is not Locality.CLOUD
-
-
 class RoutedModel:
     """A :class:`ModelRouter` bound to one :class:`RoutingRequest`: a plain ChatModel for a cognitive loop."""
+
+    routes_requests = True
 
     def __init__(self, router: ModelRouter, request: RoutingRequest) -> None:
         self.router = router
         self.request = request
 
-    async def chat(self, messages: Sequence[Message], **kwargs: Any) -> LLMResponse:
-        """Same as :meth:`ModelRouter.chat` with this request."""
-        return await self.router.chat(messages, request=self.request, **kwargs)
+    async def chat(
+        self, messages: Sequence[Message], *, request: RoutingRequest | None = None, **kwargs: Any
+    ) -> LLMResponse:
+        """Same as :meth:`ModelRouter.chat` with this request (a ``request`` given here wins)."""
+        return await self.router.chat(messages, request=request or self.request, **kwargs)
 
     async def aclose(self) -> None:
         """Nothing to close: the router owns its providers."""

@@ -15,7 +15,10 @@ from typing import Any
 from loom.cognitive.llm.types import Locality, Message
 from loom.errors import UsageError
 
-__all__ = ["Privacy", "RoutingRequest", "estimate_tokens", "in_boundary"]
+__all__ = ["ROUTING_KEYS", "refusal", "Privacy", "RoutingRequest", "estimate_tokens", "in_boundary"]
+
+ROUTING_KEYS = ("privacy", "latency_budget_ms", "cost_cap", "quality_floor")
+"""The metadata keys (and ``llm.generate`` arguments) that make a :class:`RoutingRequest`."""
 
 
 class Privacy(StrEnum):
@@ -33,6 +36,22 @@ _BOUNDARY: dict[Privacy, frozenset[Locality]] = {
     Privacy.PRIVATE: frozenset({Locality.LOCAL, Locality.PRIVATE}),
     Privacy.LOCAL_ONLY: frozenset({Locality.LOCAL}),
 }
+
+
+def refusal(model: Any, request: RoutingRequest) -> str | None:
+    """Why ``model`` may not take ``request`` (``None``: it may). A router or a routed model decides
+    itself; a single model is checked against the request's privacy boundary by its locality."""
+    if getattr(model, "routes_requests", False):
+        return None
+    config = getattr(model, "config", None)
+    locality = getattr(config, "resolved_locality", None)
+    if locality is not None and in_boundary(request.privacy, locality):
+        return None
+    where = f"{config.name!r} ({locality})" if locality is not None else repr(model)
+    return (
+        f"privacy {request.privacy.value!r} does not allow the model {where}; nothing was sent "
+        "(use a ModelRouter with a provider inside that boundary)"
+    )
 
 
 def in_boundary(privacy: Privacy, locality: Locality) -> bool:
@@ -120,7 +139,7 @@ class RoutingRequest:
             UsageError: a present value is not valid; the message names the key.
         """
         fields = dict(defaults)
-        for key in ("privacy", "latency_budget_ms", "cost_cap", "quality_floor"):
+        for key in ROUTING_KEYS:
             value = metadata.get(key)
             if value is not None and value != "":
                 fields[key] = value

@@ -39,6 +39,8 @@ class McpTool:
         self.name = f"{conn.config.name}:{remote.name}"
         self.description = remote.description or ""
         self.schema = dict(remote.input_schema or {"type": "object"})
+        # MCP's hint that a tool may destroy or overwrite things: a cognitive loop asks before calling it
+        self.dangerous = getattr(getattr(remote, "annotations", None), "destructive_hint", None) is True
 
     async def execute(self, args: dict[str, Any]) -> Any:
         return await self.conn.call(self.remote_name, args)
