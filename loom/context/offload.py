@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,7 +98,7 @@ class Offloader:
         if not path.exists():
             folder.mkdir(parents=True, exist_ok=True)
             # write-then-rename: a reader never sees half a file, even from another process
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp = path.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")  # two writers never share one
             tmp.write_bytes(raw)
             os.replace(tmp, path)
         lines = _lines(text)
@@ -105,9 +106,11 @@ class Offloader:
         preview = "\n".join(shown)
         if len(preview) > self.preview_chars:
             preview = preview[: self.preview_chars] + "…"
+        shown_at = self.display(path)
+        # fs.read reads under the workspace only: suggest it only where it can work
+        how = "; read it with fs.read" if not Path(shown_at).is_absolute() else ""
         reference = (
-            f"[full output: {len(raw)} bytes, {lines} lines in {self.display(path)}; "
-            f"showing the first {len(shown)} lines; read it with fs.read]"
+            f"[full output: {len(raw)} bytes, {lines} lines in {shown_at}; showing the first {len(shown)} lines{how}]"
         )
         return Offloaded(path, f"{preview}\n{reference}", len(raw), lines, digest)
 

@@ -11,7 +11,14 @@ import threading
 from functools import lru_cache
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["EstimateTokenizer", "TiktokenTokenizer", "Tokenizer", "default_tokenizer"]
+__all__ = [
+    "CHARS_PER_TOKEN",
+    "estimate_tokens",
+    "EstimateTokenizer",
+    "TiktokenTokenizer",
+    "Tokenizer",
+    "default_tokenizer",
+]
 
 
 @runtime_checkable
@@ -23,6 +30,16 @@ class Tokenizer(Protocol):
     def count(self, text: str) -> int: ...
 
 
+CHARS_PER_TOKEN = 4
+
+
+def estimate_tokens(text: str | int) -> int:
+    """The one model-free estimate Loom uses everywhere: a token per 4 characters, rounded up
+    (``text`` may be a character count). Budgets, costs and usage that no endpoint reported use it."""
+    n = text if isinstance(text, int) else len(text)
+    return -(-n // CHARS_PER_TOKEN)
+
+
 class EstimateTokenizer:
     """The model-free estimate: one token per 4 characters, rounded up (OpenAI's rule of thumb
     for English; code and non-Latin scripts run denser, so it under-counts them)."""
@@ -30,7 +47,7 @@ class EstimateTokenizer:
     name = "estimate:chars/4"
 
     def count(self, text: str) -> int:
-        return (len(text) + 3) // 4
+        return estimate_tokens(text)
 
     def __repr__(self) -> str:
         return "EstimateTokenizer()"

@@ -16,6 +16,7 @@ from typing import Any
 
 import traitlets
 
+from loom.context.tokens import estimate_tokens
 from loom.errors import UsageError
 from loom.events.qos import Overflow, QoS
 from loom.notebook._assets import asset
@@ -24,11 +25,6 @@ from loom.notebook.base import Inspector, table_html
 __all__ = ["ContextInspector", "estimate_tokens"]
 
 PARTS = ("system", "instructions", "memory", "messages", "tools")
-
-
-def estimate_tokens(text: str) -> int:
-    """A model-free estimate: about 4 characters per token."""
-    return (len(text) + 3) // 4
 
 
 def _loop_of(obj: Any) -> Any:

@@ -156,16 +156,9 @@ class RoutingRequest:
         }
 
 
-def estimate_tokens(messages: Sequence[Message] | None) -> int:
-    """Prompt tokens of ``messages`` at ~4 characters per token (a cost estimate, not a count)."""
-    chars = 0
-    for m in messages or ():
-        content = m.get("content")
-        if isinstance(content, str):
-            chars += len(content)
-        elif isinstance(content, list):  # multi-part content: count the text parts
-            chars += sum(len(part.get("text", "")) for part in content if isinstance(part, Mapping))
-        for call in m.get("tool_calls") or ():
-            fn = call.get("function", {}) if isinstance(call, Mapping) else {}
-            chars += len(str(fn.get("name", ""))) + len(str(fn.get("arguments", "")))
-    return math.ceil(chars / 4)
+def estimate_tokens(messages: Sequence[Message] | None, tools: Sequence[Mapping[str, Any]] | None = None) -> int:
+    """Prompt tokens of ``messages`` (and ``tools``) by the one estimate (a cost estimate, not a count)."""
+    from loom.cognitive.llm.stream import prompt_chars
+    from loom.context.tokens import estimate_tokens as per_chars
+
+    return per_chars(prompt_chars(messages, tools))

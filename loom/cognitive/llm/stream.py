@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loom.cognitive.llm.types import Message, ToolCall, Usage
+from loom.context.tokens import estimate_tokens
 
 __all__ = ["StreamAccumulator", "estimate_usage", "parse_completion", "prepare_messages"]
 
-CHARS_PER_TOKEN = 4
 """The usual rough figure for English text with BPE tokenizers; used only when the endpoint reports no usage."""
 
 
@@ -50,10 +50,14 @@ def estimate_usage(
 ) -> Usage:
     """About one token per four characters of what was sent (contents, tool calls, tool schemas)
     and of what came back; ``estimated=True`` says so to anyone adding it up."""
-    sent = sum(_chars(m.get("content")) + _chars(m.get("tool_calls")) for m in messages) + _chars(list(tools or ()))
     got = len(text) + sum(len(c.name) + len(c.arguments) for c in calls)
-    per = CHARS_PER_TOKEN
-    return Usage(max(1, -(-sent // per)), -(-got // per), estimated=True)
+    return Usage(max(1, estimate_tokens(prompt_chars(messages, tools))), estimate_tokens(got), estimated=True)
+
+
+def prompt_chars(messages: Sequence[Message] | None, tools: Sequence[Mapping[str, Any]] | None = None) -> int:
+    """Characters of what a request sends: message contents, tool calls, tool schemas."""
+    sent = sum(_chars(m.get("content")) + _chars(m.get("tool_calls")) for m in messages or ())
+    return sent + (_chars(list(tools)) if tools else 0)
 
 
 def _usage(raw: Any) -> Usage | None:
