@@ -145,7 +145,8 @@ class SimpleCognitiveLoop:
 
 
 class _Run:
-    """The state of one run (kept off the loop so concurrent runs of one loop do not mix)."""
+    """The state of one run (steps, usage, budgets). Runs of one loop share its context: run them one
+    at a time (a CognitiveAgent does: one event at a time), or give each its own loop."""
 
     def __init__(self, loop: SimpleCognitiveLoop, on_token: TokenSink | None, on_step: Any, request: Any) -> None:
         self.loop = loop
