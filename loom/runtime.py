@@ -277,7 +277,8 @@ class Loom:
     # -- models --------------------------------------------------------------------------
     async def add_llm(self, *providers: Any, **router_options: Any) -> Any:
         """Give the runtime its models: a :class:`~loom.cognitive.ModelRouter` over ``providers``
-        (``LLMConfig``\\ s or ``LLMClient``\\ s), closed at :meth:`stop`; its decisions are published on
+        (``LLMConfig``\\ s, whose clients it makes and closes at :meth:`stop`, or ``LLMClient``\\ s, which
+        stay the caller's); its decisions are published on
         ``router.decisions``; it is the tool ``llm.generate`` too (remote agents call it through the
         bridge). A second call replaces the first router. Returns the router (also ``rt.llm``).
 

@@ -276,3 +276,33 @@ async def test_llm_generate_checks_its_stream_topic_first_and_honours_privacy(rt
         assert "private" in private.error.message and cloud.requests == []
     finally:
         cloud.stop()
+
+
+async def test_a_bound_privacy_is_a_floor_a_per_call_request_cannot_loosen(rt, server):
+    cloud = ScriptedOpenAI().start()
+    try:
+        router = await rt.add_llm(
+            local(server, quality=0.5), local(cloud, "cloud", locality="cloud", quality=0.99, expected_latency_ms=300)
+        )
+        server.responder = lambda body: text("local")
+        cloud.responder = lambda body: text("cloud")
+        loop = SimpleCognitiveLoop(CognitiveConfig.single_shot(), router.using(RoutingRequest(privacy="local-only")))
+        answer = await loop.run("secret", request=RoutingRequest(quality_floor=0.9))
+        assert answer.text == "local" and cloud.requests == []
+    finally:
+        cloud.stop()
+
+
+async def test_an_agent_on_every_topic_is_not_fed_by_its_own_runs(rt, server):
+    await rt.add_llm(local(server))
+    rt.tools.register(loom.tool("noop.tool")(lambda: "done"))
+    server.responder = lambda body: text("ok") if body["messages"][-1]["role"] == "tool" else tool_call("noop_tool", {})
+    loop = SimpleCognitiveLoop(CognitiveConfig(), rt.llm, rt.tools)
+    agent = await loom.Agent("wide", topics=[">"], behavior=CognitiveAgent(loop)).start()
+    decisions = rt.bus.subscribe("router.decisions")  # decisions are published: they must not become goals
+    await loom.request_reply("ask.wide", "go", timeout=10)
+    await asyncio.sleep(0.3)
+    goals = [[m["content"] for m in r["messages"] if m["role"] == "user"][-1] for r in server.requests]
+    assert len(server.requests) == 2 and loop.runs == 1, goals
+    decisions.close()
+    await agent.stop()

@@ -295,3 +295,48 @@ async def test_dangerous_patterns_add_to_the_defaults_and_tools_can_declare_them
     server.push(tool_calls([("door_open", {"room": "hall"}), ("vault_open", {})]), text("no"))
     answer = await SimpleCognitiveLoop(cfg, llm, rt.tools).run("open up")
     assert [o.text[:6] for o in answer.observations] == ["DENIED", "DENIED"]
+
+
+async def test_a_refused_goal_is_not_kept_for_a_later_run(server):
+    from loom.cognitive import RoutingRequest
+
+    cloud = LLMClient(LLMConfig(name="far", base_url=server.base_url, api_key="x", model="m", locality="cloud"))
+    loop = SimpleCognitiveLoop(CognitiveConfig(), cloud)
+    try:
+        refused = await loop.run("my password is hunter2", request=RoutingRequest(privacy="private"))
+        server.push(text("sunny"))
+        await loop.run("what's the weather?")
+    finally:
+        await loop.aclose()
+        await cloud.aclose()
+    assert refused.stop_reason is StopReason.MODEL_ERROR
+    assert "hunter2" not in json.dumps(server.requests)
+
+
+def test_a_model_of_unknown_locality_takes_what_may_go_anywhere():
+    from loom.cognitive import RoutingRequest
+    from loom.cognitive.llm.router_request import refusal
+
+    class Opaque:  # any ChatModel without an LLMConfig
+        async def chat(self, messages, **kw): ...
+
+    assert refusal(Opaque(), RoutingRequest(privacy="public")) is None
+    assert refusal(Opaque(), RoutingRequest(privacy="sensitive")) is None
+    assert "does not allow" in refusal(Opaque(), RoutingRequest(privacy="private"))
+
+
+async def test_a_whitespace_tool_name_is_an_observation_too(rt, server, llm):
+    server.push(tool_calls([(" ", {})]), text("sorry"))
+    answer = await SimpleCognitiveLoop(CognitiveConfig(), llm, rt.tools).run("do it")
+    assert answer.ok and answer.observations[0].text.startswith("ERROR NOT_FOUND")
+
+
+async def test_steps_name_the_registry_tool_and_malformed_arguments_are_kept_as_written(rt, server, llm):
+    rt.tools.register(add)
+    server.push(tool_call("math_add", '{"a": 1'), text("bad args"))
+    ctx = AgentContext("s", "a")
+    answer = await SimpleCognitiveLoop(CognitiveConfig(), llm, rt.tools).with_context(ctx).run("add")
+    assert answer.tool_calls[0].tool == "math.add"
+    calls = [i for i in await ctx.history(10) if i.kind == "tool_call"]
+    assert calls[0].name == "math.add" and calls[0].data == {"unparsed": '{"a": 1'}
+    await ctx.aclose()

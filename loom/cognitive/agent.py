@@ -156,8 +156,18 @@ class CognitiveAgent:
 
 
 def _own(event: Event, agent_id: str) -> bool:
+    """Not a goal: the agent's own events (steps, tokens, answers), other agents' steps, and the
+    runtime's observability events (``tool.call``/``tool.result``, ``router.decisions``, lifecycle:
+    source ``loom`` or ``loom.*``) that its own runs cause, so a wide subscription cannot feed itself."""
     me = f"agent.{agent_id}"
-    return event.metadata.get("sender") == me or event.source == me or event.type.startswith("cognitive.")
+    source = event.source
+    return (
+        event.metadata.get("sender") == me
+        or source == me
+        or source == "loom"
+        or source.startswith("loom.")
+        or event.type.startswith("cognitive.")
+    )
 
 
 def _reply_body(answer: Answer) -> dict[str, Any]:

@@ -213,14 +213,8 @@ class _Run:
             "on_token": self.token if cfg.stream else None,
         }
         llm = self.loop.llm
-        if self.request is not None:
-            from loom.cognitive.llm.router_request import refusal
-
-            why = refusal(llm, self.request)
-            if why is not None:
-                raise _RunEnded(StopReason.MODEL_ERROR, why)
-            if getattr(llm, "routes_requests", False):
-                kwargs["request"] = self.request
+        if self.request is not None and getattr(llm, "routes_requests", False):
+            kwargs["request"] = self.request
         try:
             response = await llm.chat(messages, **kwargs)
         except LLMError as exc:
@@ -281,6 +275,12 @@ class _Run:
     async def _strategy(self, ctx: AgentContext, goal: str) -> str:
         cfg = self.config
         strategy = cfg.strategy
+        if self.request is not None:  # refused before anything is recorded: a later run must not send it
+            from loom.cognitive.llm.router_request import refusal
+
+            why = refusal(self.loop.llm, self.request)
+            if why is not None:
+                raise _RunEnded(StopReason.MODEL_ERROR, why)
         tools = self.loop.belt.schemas() if strategy is ThinkingStrategy.REACT else []
         await ctx.record_message("user", goal)
         bundle = await ctx.get_context(
@@ -320,13 +320,13 @@ class _Run:
                 )
             messages.append(response.assistant_message(None))  # the client sends what its server accepts
             for call in response.tool_calls:
-                self.step(StepKind.TOOL_CALL, tool=call.name, call_id=call.id, text=call.arguments)
+                tool = belt.resolve(call.name) or call.name
+                self.step(StepKind.TOOL_CALL, tool=tool, call_id=call.id, text=call.arguments)
             observations = await belt.call_all(response.tool_calls, agent_id=self.loop.agent_id, run_id=self.id)
             for call, obs in zip(response.tool_calls, observations, strict=True):
-                name = obs.tool or call.name or "?"  # the registry's name when the call resolved
-                await ctx.record_tool_call(
-                    name, obs.args if obs.tool else _args_or_text(call.arguments), call_id=call.id
-                )
+                name = obs.tool or (call.name or "").strip() or "?"  # the registry's name when the call resolved
+                args = obs.args if obs.tool and obs.code != "INVALID_PARAMS" else _args_or_text(call.arguments)
+                await ctx.record_tool_call(name, args, call_id=call.id)
                 item = await ctx.record_tool_result(
                     name, obs.ok, obs.output if obs.ok else observation_payload(obs), call.id
                 )

@@ -101,10 +101,15 @@ class ToolBelt:
             tasks = [tg.create_task(one(c), name=f"loom.tool:{c.name}") for c in calls]
         return [t.result() for t in tasks]
 
+    def resolve(self, fn_name: str) -> str | None:
+        """The registry name of an offered tool the model called (by its OpenAI name or its own)."""
+        name = self._offered.get(fn_name)
+        if name is None and fn_name in self._offered.values():
+            name = fn_name  # the model used the dotted name itself
+        return name
+
     async def call(self, call: ToolCall, *, agent_id: str, run_id: str) -> Observation:
-        name = self._offered.get(call.name)
-        if name is None and self.registry is not None and call.name in self._offered.values():
-            name = call.name  # the model used the dotted name itself
+        name = self.resolve(call.name)
         if name is None:
             known = ", ".join(sorted(self._offered)) or "none"
             text = f"ERROR NOT_FOUND: there is no tool named {call.name!r}. Tools you can call: {known}."

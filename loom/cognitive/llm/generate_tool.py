@@ -53,8 +53,9 @@ class LLMGenerateTool:
 
     Returns ``{text, model, provider, finish_reason, usage: {prompt_tokens, completion_tokens,
     estimated}}`` (plus ``tool_calls`` when the model made some). A model that is unreachable or
-    too slow raises ``ToolError`` ``PROVIDER_UNAVAILABLE``; a request no provider may see (its
-    ``privacy``) ``PERMISSION_DENIED``; any other model failure ``UPSTREAM_ERROR``.
+    too slow raises ``ToolError`` ``PROVIDER_UNAVAILABLE``; a request the router drops (no provider
+    may see its ``privacy``, or all are over its ``cost_cap``) ``PERMISSION_DENIED``; any other model
+    failure ``UPSTREAM_ERROR``.
     """
 
     name = "llm.generate"

@@ -320,8 +320,9 @@ class RoutedModel:
     async def chat(
         self, messages: Sequence[Message], *, request: RoutingRequest | None = None, **kwargs: Any
     ) -> LLMResponse:
-        """Same as :meth:`ModelRouter.chat` with this request (a ``request`` given here wins)."""
-        return await self.router.chat(messages, request=request or self.request, **kwargs)
+        """Same as :meth:`ModelRouter.chat` with this request; a ``request`` given here adds to it
+        (see :meth:`RoutingRequest.narrowed_by`: it may tighten the privacy, never loosen it)."""
+        return await self.router.chat(messages, request=self.request.narrowed_by(request), **kwargs)
 
     async def aclose(self) -> None:
         """Nothing to close: the router owns its providers."""

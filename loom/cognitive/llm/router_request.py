@@ -45,6 +45,8 @@ def refusal(model: Any, request: RoutingRequest) -> str | None:
         return None
     config = getattr(model, "config", None)
     locality = getattr(config, "resolved_locality", None)
+    if locality is None and _BOUNDARY[request.privacy] == frozenset(Locality):
+        return None  # a model of unknown locality may take what may go anywhere
     if locality is not None and in_boundary(request.privacy, locality):
         return None
     where = f"{config.name!r} ({locality})" if locality is not None else repr(model)
@@ -144,6 +146,28 @@ class RoutingRequest:
             if value is not None and value != "":
                 fields[key] = value
         return cls(**fields)
+
+    def narrowed_by(self, other: RoutingRequest | None) -> RoutingRequest:
+        """``other`` on top of this one: its budget, cap, floor and sizes where it sets them, this
+        one's elsewhere, and the stricter privacy of the two (a bound request is a floor that a
+        per-call request can tighten, never loosen)."""
+        if other is None:
+            return self
+        order = list(Privacy)
+        privacy = max(self.privacy, other.privacy, key=order.index)
+
+        def pick(name: str) -> Any:
+            value = getattr(other, name)
+            return getattr(self, name) if value is None else value
+
+        return RoutingRequest(
+            privacy=privacy,
+            latency_budget_ms=pick("latency_budget_ms"),
+            cost_cap=pick("cost_cap"),
+            quality_floor=pick("quality_floor"),
+            input_tokens=pick("input_tokens"),
+            output_tokens=other.output_tokens,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -18,9 +18,7 @@ from typing import Any
 from loom.cognitive.llm.types import Message, ToolCall, Usage
 from loom.context.tokens import estimate_tokens
 
-__all__ = ["StreamAccumulator", "estimate_usage", "parse_completion", "prepare_messages"]
-
-"""The usual rough figure for English text with BPE tokenizers; used only when the endpoint reports no usage."""
+__all__ = ["StreamAccumulator", "estimate_usage", "parse_completion", "prepare_messages", "prompt_chars"]
 
 
 def prepare_messages(messages: Sequence[Message], tool_call_content: str | None) -> list[Message]:
@@ -45,6 +43,12 @@ def _chars(value: Any) -> int:
     return len(json.dumps(value, ensure_ascii=False, default=str))
 
 
+def _content_chars(content: Any) -> int:
+    if isinstance(content, list):  # multi-part content: the text parts (an image's base64 is not text tokens)
+        return sum(len(p.get("text") or "") for p in content if isinstance(p, Mapping))
+    return _chars(content)
+
+
 def estimate_usage(
     messages: Sequence[Message], tools: Sequence[Mapping[str, Any]] | None, text: str, calls: Sequence[ToolCall]
 ) -> Usage:
@@ -56,7 +60,7 @@ def estimate_usage(
 
 def prompt_chars(messages: Sequence[Message] | None, tools: Sequence[Mapping[str, Any]] | None = None) -> int:
     """Characters of what a request sends: message contents, tool calls, tool schemas."""
-    sent = sum(_chars(m.get("content")) + _chars(m.get("tool_calls")) for m in messages or ())
+    sent = sum(_content_chars(m.get("content")) + _chars(m.get("tool_calls")) for m in messages or ())
     return sent + (_chars(list(tools)) if tools else 0)
 
 
