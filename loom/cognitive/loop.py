@@ -245,12 +245,15 @@ class _Run:
         cfg = self.config
         ctx = self.loop.context
         text, reason, error = "", StopReason.FINAL_ANSWER, None
+        limit = asyncio.timeout(cfg.time_limit)
         try:
-            async with asyncio.timeout(cfg.time_limit):
+            async with limit:
                 text = await self._strategy(ctx, goal)
         except _RunEnded as end:
             reason, error, text = end.reason, end.message, self.last_text
         except TimeoutError:
+            if not limit.expired():  # not the run's own limit: a bug somewhere below, not a budget
+                raise
             reason, text = StopReason.TIME_LIMIT, self.last_text
             error = f"the run took longer than its time limit of {cfg.time_limit:g} s"
         except asyncio.CancelledError:
