@@ -169,3 +169,19 @@ async def test_clear_removes_offloaded_files_no_one_else_references(tmp_path):
             assert _gone(own.offload_ref)
     finally:
         store.close()
+
+
+async def test_a_call_id_reused_in_a_later_turn_is_a_new_step():
+    from loom.context import AgentContext
+
+    ctx = AgentContext("s", "a")
+    for turn in range(2):  # a server that numbers its call ids per answer: "call_0" both times
+        await ctx.record_tool_call("math.add", {"a": turn, "b": 1}, call_id="call_0")
+        await ctx.record_tool_result("math.add", True, turn + 1, "call_0")
+    from loom.context.compaction import step_keys
+
+    items = sorted(await ctx.history(10), key=lambda i: i.seq)
+    keys = step_keys(items)
+    first, second = {keys[i.id] for i in items[:2]}, {keys[i.id] for i in items[2:]}
+    assert len(first) == 1 and len(second) == 1 and first != second  # two steps, each call with its result
+    await ctx.aclose()

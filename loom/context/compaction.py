@@ -12,7 +12,7 @@ stored items: they persist, rank, and are compacted away by nobody (their text i
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from loom.context.config import ContextConfig
@@ -26,6 +26,7 @@ __all__ = [
     "deterministic_summary",
     "plan_compaction",
     "step_key",
+    "step_keys",
     "summary_data",
 ]
 
@@ -42,11 +43,28 @@ def step_key(item: ContextItem) -> str:
     return item.call_id or item.id
 
 
+def step_keys(items: Iterable[ContextItem]) -> dict[str, str]:
+    """Item id → the key of its tool step, for items oldest first. A call and its result pair by
+    ``call_id``; a call whose id already has a result starts a new step, so a server that reuses
+    ids across turns (some number them per answer) never merges two steps."""
+    keys: dict[str, str] = {}
+    latest: dict[str, tuple[str, bool]] = {}  # call id → (key of its latest step, whether it has a result)
+    for item in items:
+        cid = step_key(item)
+        key, done = latest.get(cid, ("", False))
+        if not key or (done and item.kind == "tool_call"):
+            key, done = f"step:{cid}:{item.seq}", False
+        latest[cid] = (key, done or item.kind == "tool_result")
+        keys[item.id] = key
+    return keys
+
+
 def _steps(items: Sequence[ContextItem]) -> list[list[ContextItem]]:
     """Tool items (oldest first) grouped into steps, in the order each step started."""
+    keys = step_keys(items)
     steps: dict[str, list[ContextItem]] = {}
     for item in items:
-        steps.setdefault(step_key(item), []).append(item)
+        steps.setdefault(keys[item.id], []).append(item)
     return list(steps.values())
 
 

@@ -20,6 +20,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from loom.context.compaction import step_keys
 from loom.context.config import RankWeights
 from loom.context.item import ContextItem
 
@@ -53,8 +54,10 @@ class Unit:
 def build_units(items: Iterable[ContextItem], cost: Callable[[ContextItem], int]) -> list[Unit]:
     """Group ``items`` into units (tool steps by ``call_id``), each item once, chronological inside."""
     units: dict[str, Unit] = {}
-    for item in sorted(items, key=lambda i: i.seq):
-        key = f"step:{item.call_id}" if item.kind in ("tool_call", "tool_result") and item.call_id else item.id
+    ordered = sorted(items, key=lambda i: i.seq)
+    steps = step_keys(i for i in ordered if i.kind in ("tool_call", "tool_result") and i.call_id)
+    for item in ordered:
+        key = steps.get(item.id, item.id)
         unit = units.get(key)
         if unit is None:
             units[key] = Unit([item], cost(item))
