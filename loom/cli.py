@@ -45,7 +45,40 @@ def _parser() -> argparse.ArgumentParser:
         default="",
         help="comma-separated native tools (default: the standard set; without shell.exec on a non-loopback --host)",
     )
+    replay = sub.add_parser("replay", help="re-publish a recorded event log into a fresh runtime")
+    replay.add_argument("log", help="the SQLite event log (Loom(record=...))")
+    replay.add_argument("--speed", default="1.0", help="1.0 = recorded timing, 2 = twice as fast, max = no waits")
+    replay.add_argument("--topics", default="", help="comma-separated topic patterns to replay (default all)")
+    replay.add_argument("--until", type=float, default=None, help="stop this many seconds into the recording")
     return p
+
+
+def _replay(args: argparse.Namespace) -> int:
+    """``loom replay LOG``: a runtime, the replay, a JSON summary on stdout."""
+    import asyncio
+    import json
+
+    from loom.errors import LoomError
+    from loom.runtime import Loom
+
+    try:
+        speed: float | str = args.speed if args.speed == "max" else float(args.speed)
+    except ValueError:
+        print(f"loom replay: --speed must be a number or max, got {args.speed!r}", file=sys.stderr)
+        return 2
+    topics = [t.strip() for t in args.topics.split(",") if t.strip()] or None
+
+    async def run() -> dict:
+        async with Loom(name="replay", native_tools=()) as rt:
+            summary = await rt.replay(args.log, speed=speed, topics=topics, until=args.until)
+            return {"log": args.log, **{k: getattr(summary, k) for k in summary.__slots__}}
+
+    try:
+        print(json.dumps(asyncio.run(run())))
+    except (LoomError, ValueError) as exc:
+        print(f"loom replay: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _mcp_serve(args: argparse.Namespace) -> int:
@@ -111,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_bridge(args)
     elif args.command == "mcp":
         return _mcp_serve(args)
+    elif args.command == "replay":
+        return _replay(args)
     return 0
 
 

@@ -23,6 +23,7 @@ from loom.agents.runtime import AgentRuntime
 from loom.agents.state import SQLiteStateStore, StateStore
 from loom.errors import NoRuntime, StopFailed, UsageError
 from loom.events.bus import EventBus
+from loom.store import Recorder, replay
 from loom.tools.mcp import McpManager, parse_mcp_config
 from loom.tools.native import DEFAULT_NATIVE, Workspace
 from loom.tools.native import native_tools as make_native_tools
@@ -64,6 +65,8 @@ class Loom:
         tool_options: options of the native tools (see :func:`loom.tools.native.native_tools`).
         mcp_servers: MCP servers to connect at start (``mcpServers`` JSON, text or parsed); when
             omitted, ``$LOOM_MCP_SERVERS`` is used if set.
+        record: a SQLite file to record bus traffic into (``rt.recorder``, a :class:`loom.store.Recorder`).
+        record_topics: the patterns ``record`` keeps (default everything).
 
     Attributes:
         bus: the :class:`EventBus`.
@@ -88,6 +91,8 @@ class Loom:
         native_tools: Iterable[str] | None = None,
         tool_options: dict[str, Any] | None = None,
         mcp_servers: Any = None,
+        record: str | Path | None = None,
+        record_topics: Iterable[str] = (">",),
     ) -> None:
         if not isinstance(name, str) or not name:
             raise UsageError(f"Loom name must be a non-empty str, got {name!r}")
@@ -102,6 +107,8 @@ class Loom:
         self._supervisor = Supervisor(f"loom[{name}]")
         self._components: list[Any] = []  # in start order; closed in reverse
         self.bus = self._adopt(EventBus(supervisor=self._supervisor, max_topics=max_topics), "bus")
+        rec = Recorder(self.bus, record, record_topics, spawn=self._supervisor.spawn) if record is not None else None
+        self.recorder = rec and self._adopt(rec, "recorder", rec.start)  # adopted here: closes just before the bus
         self.tools = self._adopt(ToolRegistry(self.bus, supervisor=self._supervisor), "tools")
         self.capabilities = CapabilityDirectory()
         self.tools.on_change(lambda: self.capabilities.refresh_from(self.tools))
@@ -186,6 +193,8 @@ class Loom:
         self._begin()
         if self.mcp.configured:
             self.spawn(self.mcp.start(), name="loom.mcp.start")
+        if self.recorder is not None:
+            self.spawn(self.recorder.start(), name="loom.recorder.start")
         return self
 
     def _begin(self) -> None:
@@ -295,6 +304,10 @@ class Loom:
         self.tools.register(tool, provider="native")
         self.llm = await self.add_component(router, name="llm")
         return router
+
+    async def replay(self, log: Any, **options: Any) -> Any:
+        """Re-publish a recorded event log onto the bus: :func:`loom.store.replay` (speed, topics, until)."""
+        return await replay(self.bus, log, **options)
 
     # -- tasks ---------------------------------------------------------------------------
     def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
