@@ -313,6 +313,8 @@ async def test_start_nowait_records_too_and_stop_writes_what_is_queued(tmp_path)
     assert (rt.recorder.stats.recorded, rt.recorder.stats.dropped) == (5000, 0)
     with pytest.raises(loom.UsageError):
         Recorder(rt.bus, tmp_path / "x.db", [])
+    with pytest.raises(loom.InvalidTopic):
+        loom.Loom(record=tmp_path / "x.db", record_topics=["orders..x"])
 
 
 def test_loom_replay_prints_a_summary(tmp_path, capsys):

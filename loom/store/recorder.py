@@ -24,6 +24,7 @@ from loom.events.bus import EventBus
 from loom.events.event import Event
 from loom.events.qos import QoS
 from loom.events.subscription import Subscription
+from loom.events.topics import validate_pattern
 from loom.store.eventlog import EventLog
 
 __all__ = ["Recorder", "RecorderStats"]
@@ -81,6 +82,8 @@ class Recorder:
         self.topics = (topics,) if isinstance(topics, str) else tuple(topics)
         if not self.topics:
             raise UsageError('record_topics needs at least one pattern (">" records everything)')
+        for pattern in self.topics:
+            validate_pattern(pattern)  # a bad pattern fails at Loom(...), not later at start()
         if batch_size.__class__ is not int or batch_size < 1 or maxsize.__class__ is not int or maxsize < batch_size:
             raise UsageError(f"need 1 <= batch_size <= maxsize, got {batch_size!r}, {maxsize!r}")
         self.bus = bus
