@@ -198,7 +198,10 @@ class Recorder:
     def _write(self, db: EventLog, wall: int, offset: int, items: list[tuple[str, Event]]) -> None:
         db.append(self._session, wall, offset, items)
         if db.max_bytes is not None or db.max_age_s is not None:
-            db.apply_retention()
+            try:
+                db.apply_retention()
+            except Exception:  # the batch is committed: a failed pruning loses nothing, it runs again next batch
+                log.exception("recorder: applying retention to %s failed", self.path)
 
     async def _settle(self, entry: tuple[Future[None], int]) -> None:
         fut, n = entry
