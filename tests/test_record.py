@@ -325,3 +325,36 @@ def test_loom_replay_prints_a_summary(tmp_path, capsys):
     assert '"events": 1' in out and '"k.after": 1' in out
     assert cli_main(["replay", str(tmp_path / "missing.db")]) == 2
     assert "no such event log" in capsys.readouterr().err
+
+
+async def test_a_failed_write_is_counted_as_dropped_and_recording_goes_on(tmp_path, caplog):
+    async with loom.Loom(native_tools=()) as rt:
+        rec = await rt.add_component(Recorder(rt.bus, tmp_path / "full.db", batch_size=100))
+        await rt.bus.publish("a", loom.Event("e"))
+        await until(lambda: rec.stats.recorded == 1)
+        # A real SQLITE_FULL: the file may not grow past the pages it has (as on a full disk).
+        conn = rec._log._conn  # the writer thread's connection, used from that thread
+        pages = await rec._call(lambda: conn.execute("PRAGMA page_count").fetchone()[0])
+        await rec._call(lambda: conn.execute(f"PRAGMA max_page_count = {pages}").fetchall())
+        for _ in range(100):
+            await rt.bus.publish("a", loom.Event("big", b"x" * 4000))
+        await until(lambda: rec.stats.queued == 0 and rec.stats.write_errors >= 1)
+        await rec._call(lambda: conn.execute("PRAGMA max_page_count = 1000000").fetchall())
+        await rt.bus.publish("a", loom.Event("after"))
+        await until(lambda: rec.stats.recorded == 2)
+    assert (rec.stats.recorded, rec.stats.dropped) == (2, 100)
+    assert "writing" in caplog.text and "failed" in caplog.text
+    with EventLog(tmp_path / "full.db", readonly=True) as log:
+        assert [r.event.type for r in log] == ["e", "after"]
+
+
+async def test_replaying_a_log_into_the_runtime_recording_it_stops_at_what_was_there(tmp_path):
+    path = tmp_path / "loop.db"
+    async with loom.Loom(record=path, native_tools=()) as rt:
+        for i in range(10):
+            await rt.bus.publish("x", loom.Event("e", bytes([i])))
+        await until(lambda: rt.recorder.stats.recorded == 10)
+        summary = await rt.replay(path, speed="max")
+        assert summary.events == 10
+    with EventLog(path, readonly=True) as log:
+        assert len(log) == 20

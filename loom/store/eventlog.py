@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -206,6 +207,8 @@ class EventLog:
             raise EventLogError(str(self.path), "no such event log" if not exists else "an empty database")
         if not readonly:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        # close() may come from the loop while a read runs in a worker thread (a cancelled replay).
+        self._lock = threading.Lock()
         # isolation_level=None: autocommit; each batch opens its own transaction.
         self._db: sqlite3.Connection | None = sqlite3.connect(
             str(self.path), isolation_level=None, check_same_thread=False
@@ -247,7 +250,8 @@ class EventLog:
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # some errors (SQLITE_FULL) have rolled back already
+                db.execute("ROLLBACK")
             raise
 
     @property
@@ -273,7 +277,8 @@ class EventLog:
             db.executemany(_INSERT, rows)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # some errors (SQLITE_FULL) have rolled back already
+                db.execute("ROLLBACK")
             raise
 
     def apply_retention(self) -> int:
@@ -305,7 +310,13 @@ class EventLog:
     # -- reading -------------------------------------------------------------------------
     def read(self, after_seq: int = 0, limit: int = 1000) -> list[Record]:
         """Up to ``limit`` records with ``seq > after_seq``, in order."""
-        return [_decode(row) for row in self._conn.execute(_SELECT, (after_seq, limit))]
+        with self._lock:
+            return [_decode(row) for row in self._conn.execute(_SELECT, (after_seq, limit))]
+
+    def last_seq(self) -> int:
+        """The newest record's sequence number (0: none)."""
+        with self._lock:
+            return int(self._conn.execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()[0])
 
     def __iter__(self) -> Iterator[Record]:
         after = 0
@@ -329,9 +340,10 @@ class EventLog:
     # -- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:
         """Close the connection (idempotent)."""
-        db, self._db = self._db, None
-        if db is not None:
-            db.close()
+        with self._lock:
+            db, self._db = self._db, None
+            if db is not None:
+                db.close()
 
     def __enter__(self) -> EventLog:
         return self

@@ -4,7 +4,8 @@ Records are published one after another in the order they were recorded (``seq``
 topic, and every subscription, sees them in the order the recorded session delivered them. At
 ``speed=1.0`` each record waits until its offset on the recording's clock has passed since the
 replay began (``2.0`` twice as fast; ``"max"`` never waits). Sessions recorded into one file
-follow one another without a gap. Reads run in a worker thread, a chunk at a time.
+follow one another without a gap. Reads run in a worker thread, a chunk at a time, up to the
+record that was the newest when replay began.
 """
 
 from __future__ import annotations
@@ -96,9 +97,13 @@ async def _publish(
     session, base_ns, first_ns, at_ns = None, 0, 0, 0
     after = 0
     publish = bus.publish
-    while chunk := await asyncio.to_thread(db.read, after, _CHUNK):
+    # What is in the log now: a log still being recorded (even by this runtime) is not chased.
+    last = await asyncio.to_thread(db.last_seq)
+    while after < last and (chunk := await asyncio.to_thread(db.read, after, min(_CHUNK, last - after))):
         after = chunk[-1].seq
         for rec in chunk:
+            if rec.seq > last:
+                break
             if rec.session != session:  # a new session continues the timeline where the last ended
                 session, base_ns, first_ns = rec.session, at_ns, rec.offset_ns
             at_ns = base_ns + rec.offset_ns - first_ns
