@@ -38,8 +38,8 @@ class Agent:
         capabilities: functions decorated with ``@capability``.
         on_event: ``async def on_event(ctx, topic, event)`` (a sync function works too).
         behavior: an object that handles events instead of ``on_event``: callable as
-            ``(ctx, topic, event)``; its ``attach(agent)`` (if any) runs when the agent starts
-            (e.g. :class:`loom.cognitive.CognitiveAgent`).
+            ``(ctx, topic, event)``; its ``attach(agent)`` (if any) runs when the agent starts and
+            its ``detach()`` (sync or async) when it stops (e.g. :class:`loom.cognitive.CognitiveAgent`).
         address: ``host:port`` of a Loom bridge (the runtime is in another process). Without it the
             agent joins the runtime of this process, or, if there is none, ``$LOOM_BRIDGE_ADDR``.
         token: the bridge's bearer token (default ``$LOOM_BRIDGE_TOKEN``).
