@@ -182,6 +182,7 @@ _NOTEBOOK = {
     "ApprovalPanel",
     "BusInspector",
     "ContextInspector",
+    "ReplayPanel",
     "RouterInspector",
     "Topology",
     "TraceTimeline",

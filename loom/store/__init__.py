@@ -6,7 +6,7 @@
 
 from loom.store.eventlog import SCHEMA_VERSION, EventLog, EventLogError, Record
 from loom.store.recorder import Recorder, RecorderStats
-from loom.store.replay import ReplaySummary, replay
+from loom.store.replay import ReplayControl, ReplaySummary, replay
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -15,6 +15,7 @@ __all__ = [
     "Record",
     "Recorder",
     "RecorderStats",
+    "ReplayControl",
     "ReplaySummary",
     "replay",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -22,7 +22,7 @@ from loom.events.bus import EventBus
 from loom.events.topics import topic_matches, validate_pattern
 from loom.store.eventlog import EventLog
 
-__all__ = ["ReplaySummary", "replay"]
+__all__ = ["ReplayControl", "ReplaySummary", "replay"]
 
 _CHUNK = 2000
 _MIN_SLEEP_S = 0.0005  # below this, sleeping costs more precision than it buys
@@ -50,6 +50,71 @@ class ReplaySummary:
     topics: dict[str, int] = field(default_factory=dict)
 
 
+class ReplayControl:
+    """Pause, step and resume a replay in progress (what the :class:`loom.notebook.ReplayPanel` buttons do).
+
+    While paused, :meth:`step` lets ``n`` more events through at once (time-travel debugging: one
+    event, look, the next); :meth:`resume` continues in time from where it stands. ``position`` is
+    the last record published and ``recorded_s`` its time on the recording's clock.
+    """
+
+    def __init__(self, *, paused: bool = False) -> None:
+        self._run = asyncio.Event()
+        if not paused:
+            self._run.set()
+        self._steps = 0
+        self.position = 0
+        self.recorded_s = 0.0
+        self.events = 0
+        self.done = False
+        self._listeners: list[Callable[[], None]] = []
+
+    @property
+    def paused(self) -> bool:
+        return not self._run.is_set()
+
+    def pause(self) -> None:
+        self._run.clear()
+        self._changed()
+
+    def resume(self) -> None:
+        self._steps = 0
+        self._run.set()
+        self._changed()
+
+    def step(self, n: int = 1) -> None:
+        """While paused: let ``n`` more events through (ignored while playing)."""
+        if n.__class__ is not int or n < 1:
+            raise UsageError(f"step needs a count >= 1, got {n!r}")
+        if self.paused:
+            self._steps += n
+            self._run.set()
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after each published event and each pause/resume."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+    async def _gate(self) -> bool:
+        """Wait while paused; True when this event was let through by a step (publish it at once)."""
+        if self._run.is_set() and not self._steps:
+            return False
+        await self._run.wait()
+        if self._steps:
+            self._steps -= 1
+            if not self._steps:
+                self._run.clear()  # the last step taken: paused again after this event
+            return True
+        return False
+
+    def _published(self, seq: int, recorded_s: float) -> None:
+        self.position, self.recorded_s, self.events = seq, recorded_s, self.events + 1
+        self._changed()
+
+
 async def replay(
     bus: EventBus,
     log: str | Path | EventLog,
@@ -57,6 +122,7 @@ async def replay(
     speed: float | Literal["max"] = 1.0,
     topics: Iterable[str] | str | None = None,
     until: float | None = None,
+    control: ReplayControl | None = None,
 ) -> ReplaySummary:
     """Publish the records of ``log`` onto ``bus``; returns a :class:`ReplaySummary`.
 
@@ -66,6 +132,7 @@ async def replay(
         speed: ``1.0`` keeps the recorded timing, ``n`` plays n times faster, ``"max"`` never waits.
         topics: only records whose topic matches one of these patterns (default all).
         until: stop at this many seconds into the recording (on its clock).
+        control: a :class:`ReplayControl` to pause, step and resume the replay while it runs.
 
     Raises:
         UsageError: a bad speed, pattern or until. EventLogError: the file is not a usable log.
@@ -81,14 +148,22 @@ async def replay(
     db = await asyncio.to_thread(EventLog, log, readonly=True) if opened else log
     assert isinstance(db, EventLog)
     try:
-        return await _publish(bus, db, speed, patterns, until)
+        return await _publish(bus, db, speed, patterns, until, control)
     finally:
         if opened:
             db.close()
+        if control is not None:
+            control.done = True
+            control._changed()
 
 
 async def _publish(
-    bus: EventBus, db: EventLog, speed: float | str, patterns: tuple[str, ...] | None, until: float | None
+    bus: EventBus,
+    db: EventLog,
+    speed: float | str,
+    patterns: tuple[str, ...] | None,
+    until: float | None,
+    control: ReplayControl | None,
 ) -> ReplaySummary:
     out = ReplaySummary()
     loop = asyncio.get_running_loop()
@@ -112,16 +187,26 @@ async def _publish(
             if patterns is not None and not any(topic_matches(p, rec.topic) for p in patterns):
                 out.skipped += 1
                 continue
-            if speed != "max":
+            stepped = False
+            if control is not None and (control.paused or control._steps):
+                stepped = await control._gate()
+                if speed != "max":  # the timeline goes on from here, not from before the pause
+                    t_start = loop.time() - at_ns / 1e9 / speed  # type: ignore[operator]
+            if speed != "max" and not stepped:
                 delay = t_start + at_ns / 1e9 / speed - loop.time()  # type: ignore[operator]
                 if delay > _MIN_SLEEP_S:
                     await asyncio.sleep(delay)
+                if control is not None and control.paused:  # paused during the wait: hold this event
+                    stepped = await control._gate()
+                    t_start = loop.time() - at_ns / 1e9 / speed  # type: ignore[operator]
             out.delivered += await publish(rec.topic, rec.event)
             out.events += 1
             out.topics[rec.topic] = out.topics.get(rec.topic, 0) + 1
             out.first_seq = out.first_seq or rec.seq
             out.last_seq = rec.seq
             out.recorded_s = at_ns / 1e9
+            if control is not None:
+                control._published(rec.seq, out.recorded_s)
     return _finish(out, w_start)
 
 
