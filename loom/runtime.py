@@ -23,7 +23,6 @@ from loom.agents.runtime import AgentRuntime
 from loom.agents.state import SQLiteStateStore, StateStore
 from loom.errors import NoRuntime, StopFailed, UsageError
 from loom.events.bus import EventBus
-from loom.store import Recorder, replay
 from loom.tools.mcp import McpManager, parse_mcp_config
 from loom.tools.native import DEFAULT_NATIVE, Workspace
 from loom.tools.native import native_tools as make_native_tools
@@ -39,8 +38,7 @@ _detached: set[asyncio.Task[Any]] = set()  # tasks made by run() inside a runnin
 
 
 class Component(Protocol):
-    """A part the runtime starts and stops (see :meth:`Loom.add_component`); an ``async start()``
-    is optional."""
+    """A part the runtime starts and stops (see :meth:`Loom.add_component`); ``async start()`` optional."""
 
     name: str
 
@@ -72,12 +70,10 @@ class Loom:
         bus: the :class:`EventBus`.
         agents: the :class:`AgentRuntime` (``rt.agents[id]`` is a running agent's record).
         directory: the :class:`AgentDirectory` of every agent, local or bridged.
-        capabilities: the :class:`CapabilityDirectory` (name:version → descriptor), a snapshot of
-            ``tools`` kept current.
+        capabilities: the :class:`CapabilityDirectory` (name:version → descriptor) of ``tools``, kept current.
         tools: the :class:`ToolRegistry` every tool invocation goes through.
         mcp: the :class:`~loom.tools.mcp.McpManager` (``await rt.mcp.add("time", command=...)``).
-        link: the :class:`~loom.agents.link.LocalLink` where this process's agents and
-            collaboration primitives touch the bus, the tools and the supervisor.
+        link: the :class:`~loom.agents.link.LocalLink` where this process's agents touch bus, tools, supervisor.
         bridge: the :class:`~loom.bridge.server.BridgeServer` once :meth:`start_bridge` ran, else ``None``.
     """
 
@@ -107,7 +103,11 @@ class Loom:
         self._supervisor = Supervisor(f"loom[{name}]")
         self._components: list[Any] = []  # in start order; closed in reverse
         self.bus = self._adopt(EventBus(supervisor=self._supervisor, max_topics=max_topics), "bus")
-        rec = Recorder(self.bus, record, record_topics, spawn=self._supervisor.spawn) if record is not None else None
+        rec = None
+        if record is not None:  # the event log's modules load only when recording
+            from loom.store import Recorder
+
+            rec = Recorder(self.bus, record, record_topics, spawn=self._supervisor.spawn)
         self.recorder = rec and self._adopt(rec, "recorder", rec.start)  # adopted here: closes just before the bus
         self.tools = self._adopt(ToolRegistry(self.bus, supervisor=self._supervisor), "tools")
         self.capabilities = CapabilityDirectory()
@@ -130,11 +130,13 @@ class Loom:
         self._components.append((name, component, start))
         return component
 
+    def _drop(self, component: Any) -> None:
+        self._components = [entry for entry in self._components if entry[1] is not component]
+
     async def add_component(self, component: T, *, name: str | None = None) -> T:
-        """Make ``component`` part of this runtime, after the parts it has: its ``start()`` (if it
-        has one) runs now when the runtime runs, else at :meth:`start`; its ``aclose()`` runs at
-        :meth:`stop`, before the parts added earlier. Returns the component. A component whose
-        start fails is closed and not kept.
+        """Make ``component`` part of this runtime, after the parts it has: its ``start()`` (if any) runs
+        now when the runtime runs, else at :meth:`start`; its ``aclose()`` at :meth:`stop`, before the parts
+        added earlier. Returns the component. One whose start fails is closed and not kept.
 
         Raises:
             UsageError: no ``aclose``, or the runtime is stopping or stopped. Whatever its ``start()`` raises.
@@ -147,7 +149,7 @@ class Loom:
             try:
                 await start()
             except BaseException:
-                self._components = [entry for entry in self._components if entry[1] is not component]
+                self._drop(component)
                 await component.aclose()  # type: ignore[attr-defined]
                 raise
         return component
@@ -183,7 +185,7 @@ class Loom:
 
     def start_nowait(self) -> Loom:
         """:meth:`start` for synchronous callers on the running loop (e.g. a notebook magic); parts
-        with start-up work (configured MCP servers) start in the background.
+        with start-up work (MCP servers, the recorder) start in the background.
 
         Raises:
             UsageError: already stopped. RuntimeError: no running event loop in this thread.
@@ -191,10 +193,9 @@ class Loom:
         if self._state == "running":
             return self
         self._begin()
-        if self.mcp.configured:
-            self.spawn(self.mcp.start(), name="loom.mcp.start")
-        if self.recorder is not None:
-            self.spawn(self.recorder.start(), name="loom.recorder.start")
+        for name, _, start in self._components:  # the same starts as start(), in the background
+            if start is not None:
+                self.spawn(start(), name=f"loom.{name}.start")
         return self
 
     def _begin(self) -> None:
@@ -280,16 +281,14 @@ class Loom:
         """Stop serving the bridge (streams closed, port released); :meth:`start_bridge` may run again."""
         server, self.bridge = self.bridge, None
         if server is not None:
-            self._components = [entry for entry in self._components if entry[1] is not server]
+            self._drop(server)
             await server.aclose()
 
     # -- models --------------------------------------------------------------------------
     async def add_llm(self, *providers: Any, **router_options: Any) -> Any:
-        """Give the runtime its models: a :class:`~loom.cognitive.ModelRouter` over ``providers``
-        (``LLMConfig``\\ s, whose clients it makes and closes at :meth:`stop`, or ``LLMClient``\\ s, which
-        stay the caller's); its decisions are published on
-        ``router.decisions``; it is the tool ``llm.generate`` too (remote agents call it through the
-        bridge). A second call replaces the first router. Returns the router (also ``rt.llm``).
+        """Give the runtime a :class:`~loom.cognitive.ModelRouter` over ``providers`` (``LLMConfig``\\ s: clients it
+        makes and closes at :meth:`stop`; ``LLMClient``\\ s stay the caller's), deciding on ``router.decisions``, and
+        the tool ``llm.generate``. A second call replaces the first. Returns the router (also ``rt.llm``).
 
         Raises:
             UsageError: no providers, two with one name, or a bad router option.
@@ -298,7 +297,7 @@ class Loom:
 
         if self.llm is not None:
             old, self.llm = self.llm, None
-            self._components = [entry for entry in self._components if entry[1] is not old]
+            self._drop(old)
             await old.aclose()
         router, tool = build_router(providers, self.bus, **router_options)
         self.tools.register(tool, provider="native")
@@ -307,6 +306,8 @@ class Loom:
 
     async def replay(self, log: Any, **options: Any) -> Any:
         """Re-publish a recorded event log onto the bus: :func:`loom.store.replay` (speed, topics, until)."""
+        from loom.store import replay
+
         return await replay(self.bus, log, **options)
 
     # -- tasks ---------------------------------------------------------------------------

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from loom.errors import LoomError
+from loom._sqlite import UnusableFile
 
 __all__ = ["ContextStoreError"]
 
 
-class ContextStoreError(LoomError):
+class ContextStoreError(UnusableFile):
     """A context store file is unusable: not a database, corrupt, another application's, or written
     by a newer Loom. The file is left exactly as it was; the message names it and what to do.
 
@@ -16,7 +16,4 @@ class ContextStoreError(LoomError):
         reason: what is wrong with it.
     """
 
-    def __init__(self, path: str, reason: str, advice: str = "") -> None:
-        self.path = path
-        self.reason = reason
-        super().__init__(f"context store {path}: {reason}" + (f"; {advice}" if advice else ""))
+    what = "context store"

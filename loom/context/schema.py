@@ -12,13 +12,12 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from loom._sqlite import inspect_file
 from loom.context.errors import ContextStoreError
 
-__all__ = ["QUICK_CHECK_MAX", "SCHEMA_VERSION", "connect"]
+__all__ = ["SCHEMA_VERSION", "connect"]
 
 SCHEMA_VERSION = 1
-QUICK_CHECK_MAX = 64 * 1024 * 1024
-_MAGIC = b"SQLite format 3\x00"
 
 # Version 1. ``seq`` orders items (write order, across processes); ``items_fts`` is an external
 # content FTS5 index over ``text`` kept in step by triggers, queried with bm25(); ``vectors`` holds
@@ -70,53 +69,14 @@ _OUR_TABLES = {"items", "items_fts", "vectors"}
 
 
 def _inspect(path: Path) -> int:
-    """The schema version of an existing file (0: empty database), read without writing."""
-    with path.open("rb") as f:
-        head = f.read(len(_MAGIC))
-    if head != _MAGIC:
-        raise ContextStoreError(
-            str(path), "not a SQLite database", "move it away or pass another path; it was not changed"
-        )
-    uri = f"{path.resolve().as_uri()}?mode=ro"
-    try:
-        db = sqlite3.connect(uri, uri=True)
-    except sqlite3.Error as exc:
-        raise ContextStoreError(str(path), f"cannot be opened ({exc})", "check its permissions") from exc
-    try:
-        version = int(db.execute("PRAGMA user_version").fetchone()[0])
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if version > SCHEMA_VERSION:
-            raise ContextStoreError(
-                str(path),
-                f"written by a newer Loom (schema version {version}; this Loom reads up to {SCHEMA_VERSION})",
-                "upgrade loom-notebook, or pass another path; the file was not changed",
-            )
-        if version == 0 and tables:
-            raise ContextStoreError(
-                str(path),
-                f"a SQLite database of another application (tables {sorted(tables)}, no Loom schema version)",
-                "pass another path; the file was not changed",
-            )
-        if version and not tables >= _OUR_TABLES:
-            raise ContextStoreError(
-                str(path), f"schema version {version} but tables {sorted(tables)} are missing", "pass another path"
-            )
-        if version:
-            db.execute("SELECT count(*), max(seq) FROM items").fetchone()
-            # quick_check reads every page (~1.5 ms per MB): corruption is found before anything is
-            # written. Above QUICK_CHECK_MAX it would stall opening; corruption there surfaces as a
-            # ContextStoreError from the first query that meets it.
-            if path.stat().st_size <= QUICK_CHECK_MAX:
-                check = db.execute("PRAGMA quick_check(1)").fetchone()[0]
-                if check != "ok":
-                    raise sqlite3.DatabaseError(check)
-        return version
-    except sqlite3.DatabaseError as exc:
-        raise ContextStoreError(
-            str(path), f"corrupt ({exc})", "move it away (or restore a backup) and start again; it was not changed"
-        ) from exc
-    finally:
-        db.close()
+    return inspect_file(
+        path,
+        error=ContextStoreError,
+        version=SCHEMA_VERSION,
+        tables=_OUR_TABLES,
+        probe="SELECT count(*), max(seq) FROM items",
+        foreign="a SQLite database of another application, not a Loom context store",
+    )
 
 
 def _migrate(db: sqlite3.Connection, path: str, version: int) -> None:

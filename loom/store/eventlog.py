@@ -20,15 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loom._sqlite import UnusableFile, inspect_file
 from loom._version import __version__
-from loom.errors import LoomError
 from loom.events.event import Event
 
 __all__ = ["SCHEMA_VERSION", "EventLog", "EventLogError", "Record"]
 
 SCHEMA_VERSION = 1
-_MAGIC = b"SQLite format 3\x00"
-_QUICK_CHECK_MAX = 64 * 1024 * 1024
 _OUR_TABLES = {"meta", "sessions", "records"}
 
 _SCHEMA_V1 = (
@@ -63,7 +61,7 @@ _SELECT = (
 )
 
 
-class EventLogError(LoomError):
+class EventLogError(UnusableFile):
     """An event log file is unusable as it is (not SQLite, corrupt, another application's, from a
     newer Loom, or missing when only read). The file was not changed; the message names it.
 
@@ -72,10 +70,7 @@ class EventLogError(LoomError):
         reason: what is wrong with it.
     """
 
-    def __init__(self, path: str, reason: str, advice: str = "") -> None:
-        self.path = path
-        self.reason = reason
-        super().__init__(f"event log {path}: {reason}" + (f"; {advice}" if advice else ""))
+    what = "event log"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,45 +86,14 @@ class Record:
 
 
 def _inspect(path: Path) -> int:
-    """The schema version of an existing file (0: an empty database), read without writing."""
-    with path.open("rb") as f:
-        head = f.read(len(_MAGIC))
-    if head != _MAGIC:
-        raise EventLogError(str(path), "not a SQLite database", "pass another path; the file was not changed")
-    # Without a -wal file there is nothing to recover: immutable=1 reads with no locks and no side
-    # files (a plain read-only open of a WAL-mode file would leave -wal/-shm files behind).
-    wal = path.with_name(path.name + "-wal").exists()
-    try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?{'mode=ro' if wal else 'immutable=1'}", uri=True)
-    except sqlite3.Error as exc:
-        raise EventLogError(str(path), f"cannot be opened ({exc})", "check its permissions") from exc
-    try:
-        version = int(db.execute("PRAGMA user_version").fetchone()[0])
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if version > SCHEMA_VERSION:
-            raise EventLogError(
-                str(path),
-                f"written by a newer Loom (schema version {version}; this Loom reads up to {SCHEMA_VERSION})",
-                "upgrade loom-notebook, or pass another path; the file was not changed",
-            )
-        if (version == 0 and tables) or (version and not tables >= _OUR_TABLES):
-            raise EventLogError(
-                str(path),
-                f"not a Loom event log (schema version {version}, tables {sorted(tables)})",
-                "pass another path; the file was not changed",
-            )
-        if version:
-            # quick_check reads every page: corruption is found before anything is written.
-            if path.stat().st_size <= _QUICK_CHECK_MAX:
-                check = db.execute("PRAGMA quick_check(1)").fetchone()[0]
-                if check != "ok":
-                    raise sqlite3.DatabaseError(check)
-            db.execute("SELECT max(seq) FROM records").fetchone()
-        return version
-    except sqlite3.DatabaseError as exc:
-        raise EventLogError(str(path), f"corrupt ({exc})", "move it away; the file was not changed") from exc
-    finally:
-        db.close()
+    return inspect_file(
+        path,
+        error=EventLogError,
+        version=SCHEMA_VERSION,
+        tables=_OUR_TABLES,
+        probe="SELECT max(seq) FROM records",
+        foreign="not a Loom event log",
+    )
 
 
 def _encode(session: int, wall_ns: int, offset_ns: int, topic: str, e: Event) -> tuple[Any, ...]:
