@@ -38,6 +38,18 @@ async def bus():
         await b.aclose()
 
 
+@pytest.fixture
+def server():
+    """A scripted OpenAI-compatible server on 127.0.0.1 (tests/peers/scripted_openai.py), stopped after the test."""
+    from tests.peers.scripted_openai import ScriptedOpenAI
+
+    srv = ScriptedOpenAI().start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
 async def drain(sub: loom.Subscription) -> list[loom.Delivery]:
     """Everything queued in ``sub`` right now, without waiting."""
     out = []

@@ -9,8 +9,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import pytest
-
 import loom
 from loom.cognitive import (
     ApprovalRequest,
@@ -24,15 +22,6 @@ from tests.conftest import drain, until
 from tests.peers.scripted_openai import ScriptedOpenAI, text, tool_call
 
 TIME = shutil.which("mcp-server-time") or str(Path(sys.prefix) / "bin" / "mcp-server-time")
-
-
-@pytest.fixture
-def server():
-    srv = ScriptedOpenAI().start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 def local(srv: ScriptedOpenAI, name: str = "local", **kw) -> LLMConfig:

@@ -20,16 +20,7 @@ from loom.cognitive import (
 )
 from loom.context import AgentContext
 from tests.conftest import drain
-from tests.peers.scripted_openai import ScriptedOpenAI, text, tool_call, tool_calls
-
-
-@pytest.fixture
-def server():
-    srv = ScriptedOpenAI().start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
+from tests.peers.scripted_openai import text, tool_call, tool_calls
 
 
 @pytest.fixture

@@ -25,18 +25,9 @@ from loom.cognitive.llm.retry import backoff_delay, retry_after
 from loom.errors import UsageError
 from loom.tools.result import ErrorCode
 from tests.conftest import until
-from tests.peers.scripted_openai import ScriptedOpenAI, error, text, tool_call, tool_calls
+from tests.peers.scripted_openai import error, text, tool_call, tool_calls
 
 HELLO = [{"role": "user", "content": "hello"}]
-
-
-@pytest.fixture
-def server():
-    srv = ScriptedOpenAI().start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture
