@@ -2,6 +2,8 @@
 
     python bench/bus.py                 # all workloads, 3 runs each
     python bench/bus.py --runs 5 pub1   # some workloads
+    python bench/bus.py --runs 7 --compare 6787a86 pub1   # the same workloads on loom/ of that
+                                        # commit too, runs interleaved, and the ratio (same run)
 
 Fields: cpu_us_per_delivery (process CPU time / deliveries), delivered_per_s (wall clock),
 maxrss_mb (peak RSS of the worker process), plus workload-specific extras. `queue_baseline`
@@ -18,7 +20,9 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from typing import Any
 
 N = 100_000
 
@@ -124,9 +128,17 @@ async def _index_miss(extra_subs: int) -> dict:
         return {"deliveries": N, "cpu_us_per_delivery": cpu / N * 1e6, "extra_subscriptions": extra_subs}
 
 
+async def _traced(workload: Any) -> dict:
+    import loom.telemetry
+
+    loom.telemetry.init_telemetry(capacity=1000)  # spans into the in-memory collector only
+    return await workload
+
+
 WORKLOADS = {
     "queue_baseline": lambda: _queue_baseline(),
     "pub1": lambda: _fanout(1),
+    "pub1_traced": lambda: _traced(_fanout(1)),
     "pub10": lambda: _fanout(10),
     "burst": lambda: _burst(),
     "fanout_index": lambda: _fanout(1, extra_subs=10_000),
@@ -141,11 +153,38 @@ def _worker(name: str) -> None:
     print(json.dumps(result))
 
 
+def _run(workloads: list[str], n_runs: int, trees: dict[str, str | None]) -> dict[tuple[str, str], dict]:
+    """Each workload ``n_runs`` times per tree, the trees interleaved run by run (so drift on a
+    noisy machine hits them alike); one JSON line per workload and tree with the medians."""
+    results = {}
+    for name in workloads:
+        runs: dict[str, list[dict]] = {tree: [] for tree in trees}
+        for _ in range(n_runs):
+            for tree, path in trees.items():
+                env = {**os.environ, "PYTHONHASHSEED": "0"}
+                if path is not None:  # loom/ of an older revision first on the path
+                    env["PYTHONPATH"] = os.pathsep.join(filter(None, [path, env.get("PYTHONPATH")]))
+                cmd = [sys.executable, "-P", __file__, "--worker", name]
+                out = subprocess.run(cmd, capture_output=True, text=True, check=path is None, env=env)
+                if out.returncode == 0:  # an older tree may lack a workload's parts (pub1_traced)
+                    runs[tree].append(json.loads(out.stdout))
+        for tree, rs in runs.items():
+            if not rs:
+                continue
+            med = {k: statistics.median(r[k] for r in rs) for k in rs[0] if isinstance(rs[0][k], int | float)}
+            line = {"bench": "bus", "workload": name, "tree": tree, "runs": n_runs, **rs[0], **med}
+            line["cpu_us_per_delivery_runs"] = [round(r["cpu_us_per_delivery"], 3) for r in rs]
+            results[name, tree] = line
+            print(json.dumps(line), flush=True)
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("workloads", nargs="*", help=f"some of {', '.join(WORKLOADS)} (default: all)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--compare", metavar="REV", help="also run on loom/ as of this git revision, interleaved")
     args = ap.parse_args()
     if args.worker:
         _worker(args.worker)
@@ -154,23 +193,22 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown workloads {sorted(unknown)}; choose from {list(WORKLOADS)}")
     args.workloads = args.workloads or list(WORKLOADS)
-    results = {}
-    for name in args.workloads:
-        runs = []
-        for _ in range(args.runs):
-            out = subprocess.run(
-                [sys.executable, __file__, "--worker", name],
-                capture_output=True,
-                text=True,
-                check=True,
-                env={**os.environ, "PYTHONHASHSEED": "0"},
-            )
-            runs.append(json.loads(out.stdout))
-        med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if isinstance(runs[0][k], int | float)}
-        line = {"bench": "bus", "workload": name, "runs": args.runs, **runs[0], **med}
-        line["cpu_us_per_delivery_runs"] = [round(r["cpu_us_per_delivery"], 3) for r in runs]
-        results[name] = line
-        print(json.dumps(line), flush=True)
+    trees = {"HEAD": None}
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.compare:
+            root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            cmd = ["git", "-C", root, "archive", args.compare, "loom"]
+            archive = subprocess.run(cmd, capture_output=True, check=True)
+            subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+            trees[args.compare] = tmp
+        results = _run(args.workloads, args.runs, trees)
+    if args.compare:
+        for name in args.workloads:
+            if (name, args.compare) in results:
+                head, old = results[name, "HEAD"], results[name, args.compare]
+                ratio = head["cpu_us_per_delivery"] / old["cpu_us_per_delivery"]
+                print(json.dumps({"bench": "bus", "ratio": f"{name} HEAD/{args.compare}", "value": round(ratio, 3)}))
+    results = {name: line for (name, tree), line in results.items() if tree == "HEAD"}
     if "pub1" in results and "queue_baseline" in results:
         ratio = results["pub1"]["cpu_us_per_delivery"] / results["queue_baseline"]["cpu_us_per_delivery"]
         print(json.dumps({"bench": "bus", "ratio": "pub1/queue_baseline", "value": round(ratio, 2)}))

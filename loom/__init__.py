@@ -82,7 +82,8 @@ from loom.events import (
     validate_pattern,
     validate_topic,
 )
-from loom.runtime import Component, Loom, current, run
+from loom.launch import run
+from loom.runtime import Component, Loom, current
 from loom.sdk import Agent, Capability, Context, Thread, capability
 from loom.tools import ErrorCode, Tool, ToolRegistry, ToolResult, ToolStatus, tool
 

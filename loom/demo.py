@@ -87,7 +87,7 @@ async def _scenario(rt: Loom, console: Console, ticks: int) -> None:
 def run_demo(ticks: int = 2000, console: Console | None = None) -> Any:
     """Run the scenario in a fresh runtime: blocks in a script; in a running loop (a notebook)
     it returns the task to ``await``."""
-    from loom.runtime import run
+    from loom.launch import run
 
     console = console or Console()
     return run(lambda rt: _scenario(rt, console, ticks), name="demo")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from pathlib import Path
@@ -23,18 +22,18 @@ from loom.agents.runtime import AgentRuntime
 from loom.agents.state import SQLiteStateStore, StateStore
 from loom.errors import NoRuntime, StopFailed, UsageError
 from loom.events.bus import EventBus
+from loom.telemetry.seam import Instruments
 from loom.tools.mcp import McpManager, parse_mcp_config
 from loom.tools.native import DEFAULT_NATIVE, Workspace
 from loom.tools.native import native_tools as make_native_tools
 from loom.tools.registry import ToolRegistry
 
-__all__ = ["Component", "Loom", "current", "run"]
+__all__ = ["Component", "Loom", "current"]
 
 log = logging.getLogger("loom")
 T = TypeVar("T")
 
 _running: list[Loom] = []  # runtimes started in this process, most recent last
-_detached: set[asyncio.Task[Any]] = set()  # tasks made by run() inside a running loop
 
 
 class Component(Protocol):
@@ -68,6 +67,7 @@ class Loom:
 
     Attributes:
         bus: the :class:`EventBus`.
+        instruments: the :class:`~loom.telemetry.Instruments` every part reports through (spans, notes, metrics).
         agents: the :class:`AgentRuntime` (``rt.agents[id]`` is a running agent's record).
         directory: the :class:`AgentDirectory` of every agent, local or bridged.
         capabilities: the :class:`CapabilityDirectory` (name:version → descriptor) of ``tools``, kept current.
@@ -102,14 +102,16 @@ class Loom:
         self._started_at = 0.0
         self._supervisor = Supervisor(f"loom[{name}]")
         self._components: list[Any] = []  # in start order; closed in reverse
-        self.bus = self._adopt(EventBus(supervisor=self._supervisor, max_topics=max_topics), "bus")
+        self.instruments = Instruments()  # the one instrumentation point every part reports through
+        bus = EventBus(supervisor=self._supervisor, max_topics=max_topics, instruments=self.instruments)
+        self.bus = self._adopt(bus, "bus")
         rec = None
         if record is not None:  # the event log's modules load only when recording
             from loom.store import Recorder
 
             rec = Recorder(self.bus, record, record_topics, spawn=self._supervisor.spawn)
         self.recorder = rec and self._adopt(rec, "recorder", rec.start)  # adopted here: closes just before the bus
-        self.tools = self._adopt(ToolRegistry(self.bus, supervisor=self._supervisor), "tools")
+        self.tools = self._adopt(ToolRegistry(self.instruments, supervisor=self._supervisor), "tools")
         self.capabilities = CapabilityDirectory()
         self.tools.on_change(lambda: self.capabilities.refresh_from(self.tools))
         self.workspace = Workspace(workspace if workspace is not None else Path.cwd())
@@ -299,7 +301,7 @@ class Loom:
             old, self.llm = self.llm, None
             self._drop(old)
             await old.aclose()
-        router, tool = build_router(providers, self.bus, **router_options)
+        router, tool = build_router(providers, self.instruments, **router_options)
         self.tools.register(tool, provider="native")
         self.llm = await self.add_component(router, name="llm")
         return router
@@ -345,56 +347,3 @@ def current() -> Loom:
             "`%loom start` in a notebook, or loom.run(main) in a script"
         )
     return _running[-1]
-
-
-def _report(task: asyncio.Task[Any]) -> None:
-    _detached.discard(task)
-    if not task.cancelled() and task.exception() is not None:
-        log.error("loom.run task failed", exc_info=task.exception())
-        print(f"[loom] {task.get_name()} failed: {task.exception()!r}", file=sys.stderr)
-
-
-def run(main: Callable[[Loom], Awaitable[T]], /, *, nest: bool = False, **loom_options: Any) -> T | asyncio.Task[T]:
-    """Run ``await main(rt)`` with a started :class:`Loom` and stop it afterwards.
-
-    In a script (no running loop) this blocks with ``asyncio.run`` and returns main's result.
-    Inside a running loop (a Jupyter kernel) it never blocks: it schedules the work on that
-    loop and returns the task (``await loom.run(main)`` in a cell to wait for it).
-
-    Args:
-        main: ``async def main(rt): ...``.
-        nest: opt-in only: in a running loop, block the cell until done using ``nest_asyncio2``
-            (process-wide monkeypatch, slower tasks, comms delayed; see docs/architecture.md).
-        **loom_options: passed to :class:`Loom`.
-
-    Raises:
-        UsageError: ``main`` is not callable; ``nest=True`` without ``nest_asyncio2`` installed.
-    """
-    if not callable(main):
-        raise UsageError(f"loom.run() needs an async function main(rt), got {main!r}")
-
-    async def _main() -> T:
-        async with Loom(**loom_options) as rt:
-            return await main(rt)
-
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(_main())
-    if nest:
-        try:
-            import nest_asyncio2
-        except ImportError:
-            raise UsageError("loom.run(nest=True) needs the 'nest' extra: pip install 'loom-notebook[nest]'") from None
-        nest_asyncio2.apply(loop)
-        return loop.run_until_complete(_main())
-    return _detach(_main(), "loom.run")
-
-
-def _detach(coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
-    """A task that outlives the runtime that made it (``run`` in a kernel, a magic's ``stop``):
-    kept referenced until done, and reported if it fails."""
-    task = asyncio.get_running_loop().create_task(coro, name=name)
-    _detached.add(task)
-    task.add_done_callback(_report)
-    return task

@@ -71,8 +71,8 @@ def test_library_code_never_nests_or_starts_a_loop_except_in_run():
                 if needle in line and not line.lstrip().startswith(("#", '"', "`")):
                     offenders.append(f"{path.relative_to(ROOT)}: {line.strip()}")
     allowed = {
-        "loom/runtime.py: return asyncio.run(_main())",  # only when no loop is running
-        "loom/runtime.py: return loop.run_until_complete(_main())",  # only with run(nest=True)
+        "loom/launch.py: return asyncio.run(_main())",  # only when no loop is running
+        "loom/launch.py: return loop.run_until_complete(_main())",  # only with run(nest=True)
         "loom/bridge/cli.py: asyncio.run(main())",  # `loom bridge`, a process entry point
     }
     offenders = [o for o in offenders if not o.startswith("loom/cli.py:")]  # the process entry point

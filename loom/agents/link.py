@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from loom.events.bus import EventBus
     from loom.events.event import Event
     from loom.events.subscription import Subscription
+    from loom.telemetry.seam import Instruments
     from loom.tools.registry import ToolRegistry
     from loom.tools.result import ToolResult
 
@@ -29,6 +30,9 @@ class Link(Protocol):
 
     upstream: bool
     """Also write the ``loom.``-prefixed envelope keys (peers running upstream's SDK may read them)."""
+
+    instruments: Instruments
+    """Where the agent core reports: its ``handle`` spans, lifecycle and state notes."""
 
     async def publish(self, topic: str, event: Event) -> int:
         """Publish ``event``; returns deliveries (where they are known). It may leave together
@@ -86,6 +90,7 @@ class LocalLink:
         self.bus = bus
         self.tools = tools
         self.supervisor = supervisor
+        self.instruments = bus.instruments
         self.subscribe = bus.subscribe
         self.publish = self.send = self.request = bus.publish  # the bus's own: no extra frame on the hot path
         self.publish_nowait = bus.publish_nowait

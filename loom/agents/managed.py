@@ -86,6 +86,7 @@ class ManagedAgent:
         self.config = config
         self.sender = f"agent.{config.agent_id}"
         self.reply_topic = agent_reply_topic(config.agent_id)
+        self._state_topic = f"system.agent.{config.agent_id}.state"
         self.behavior = behavior
         self.state = state
         self.link = link
@@ -248,6 +249,7 @@ class ManagedAgent:
         state, mailbox = self.state, self.mailbox
         assert mailbox is not None
         on_event = self.behavior.on_event
+        instruments = self.link.instruments
         async for topic, received in mailbox:
             event = hop_on(received)
             if event is None:
@@ -255,25 +257,35 @@ class ManagedAgent:
                 continue
             state.topic = topic
             self.current = event
-            try:
-                actions = on_event(event, state)
-                if actions.__class__ is _Coroutine or (actions is not None and inspect.isawaitable(actions)):
-                    actions = await actions
-                self.handled += 1
-                if actions:
-                    await self._execute(actions)
-            except Exception as exc:  # noqa: BLE001 - handler errors are contained and reported
-                if isinstance(exc, RuntimeStopped) and self.link.supervisor.closed:
-                    return  # its own runtime (behind the bridge: its link) is stopping: not the handler's fault
-                if self._record_failure(topic, event, exc):
+            # the handled event's trace continues here (a span only when telemetry is on)
+            with instruments.span("handle", None, parent=event.metadata) as span:
+                if span.recording:
+                    span.set("loom.agent", self.id)
+                    span.set("loom.topic", topic)
+                    span.set("loom.event.type", event.type)
+                    span.set("loom.event.id", event.id)
+                try:
+                    actions = on_event(event, state)
+                    if actions.__class__ is _Coroutine or (actions is not None and inspect.isawaitable(actions)):
+                        actions = await actions
+                    self.handled += 1
+                    if actions:
+                        await self._execute(actions)
+                except Exception as exc:  # noqa: BLE001 - handler errors are contained and reported
+                    if isinstance(exc, RuntimeStopped) and self.link.supervisor.closed:
+                        return  # its own runtime (behind the bridge: its link) is stopping: not the handler's fault
+                    span.fail(f"{exc.__class__.__name__}: {exc}")
+                    if self._record_failure(topic, event, exc):
+                        self.current = None
+                        await self.halt("failed")
+                        return
+                finally:
                     self.current = None
-                    await self.halt("failed")
-                    return
-            finally:
-                self.current = None
             state.touch()
             if state.persistent.dirty:
                 self._save_state()
+                if instruments.watched(self._state_topic):  # a snapshot for inspectors and the event log
+                    instruments.note(self._state_topic, Event.from_json("agent.state", state.snapshot(), source="loom"))
 
     async def _execute(self, actions: Iterable[Action]) -> None:
         from loom.agents.behavior import Action

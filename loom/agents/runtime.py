@@ -44,6 +44,19 @@ class AgentRuntime:
         self.directory = directory if directory is not None else AgentDirectory()
         self._agents: dict[str, ManagedAgent] = {}
         self._announced: dict[str, str] = {}  # agent id -> the status its last lifecycle event told
+        link.instruments.observe("loom.agent.mailbox_depth", self._observe_depth)
+        link.instruments.observe("loom.agent.handled", self._observe_handled)
+
+    def _observe_depth(self) -> list[tuple[float, dict[str, str]]]:
+        return [(a.mailbox_depth, {"loom.agent": a.id}) for a in self._agents.values()]
+
+    def _observe_handled(self) -> list[tuple[float, dict[str, str]]]:
+        out: list[tuple[float, dict[str, str]]] = []
+        for a in self._agents.values():
+            for status, n in (("ok", a.handled), ("error", a.failed), ("expired", a.expired)):
+                if n:
+                    out.append((n, {"loom.agent": a.id, "loom.status": status}))
+        return out
 
     # -- mapping view --------------------------------------------------------------------
     def __getitem__(self, agent_id: str) -> ManagedAgent:
@@ -170,9 +183,12 @@ class AgentRuntime:
             self._notify(f"agent.{'started' if agent.status == 'running' else agent.status}", agent)
 
     def _notify(self, kind: str, agent: ManagedAgent) -> None:
-        # Lifecycle events for inspectors; observers must never block the runtime.
-        body = {"agent_id": agent.id, "status": agent.status, "topics": agent.topics}
-        self.link.publish_nowait(f"system.agent.{agent.id}", Event(kind, json.dumps(body).encode(), source="loom"))
+        # Lifecycle notes for inspectors (and the event log); built only when someone listens.
+        topic = f"system.agent.{agent.id}"
+        inst = self.link.instruments
+        if inst.watched(topic):
+            body = {"agent_id": agent.id, "status": agent.status, "topics": agent.topics}
+            inst.note(topic, Event(kind, json.dumps(body).encode(), source="loom"))
 
     # -- dynamic subscriptions (reference §3.3) -----------------------------------------
     def subscribe(self, agent_id: str, pattern: str) -> None:

@@ -31,6 +31,7 @@ from loom.errors import BrokenError, LoomError, NoSubscribers
 from loom.events.bus import EventBus
 from loom.events.event import Event
 from loom.sdk.transport import start_agent
+from loom.telemetry.seam import Instruments
 
 if TYPE_CHECKING:
     from loom.agents.managed import ManagedAgent
@@ -42,6 +43,7 @@ __all__ = ["BridgeTransport"]
 
 log = logging.getLogger("loom.bridge.client")
 _END = None  # ends the writer of the current stream
+_hub_note = lambda topic: not topic.endswith(".state")  # noqa: E731 - its subscribers are unknown here; no state snapshots
 
 
 class BridgeTransport:
@@ -75,7 +77,8 @@ class BridgeTransport:
         self.connect_timeout = connect_timeout
         self._metadata = (("authorization", f"Bearer {self.token}"),) if self.token else ()
         self._supervisor = self.supervisor = Supervisor(f"loom.bridge.client[{address}]")
-        self.bus = EventBus(supervisor=self._supervisor, on_pattern=self._pattern_changed)
+        self.instruments = Instruments(self.publish_nowait, _hub_note)  # notes go to the hub
+        self.bus = EventBus(supervisor=self._supervisor, on_pattern=self._pattern_changed, instruments=self.instruments)
         self.agents = AgentRuntime(self)  # the one agent of this transport, run by the usual core
         self.core: ManagedAgent | None = None
         self.sender = ""
@@ -111,8 +114,7 @@ class BridgeTransport:
         self._supervisor.spawn(self._heartbeat(), name=f"loom.bridge.client.heartbeat:{agent.agent_id}")
         return core
 
-    async def detach(self, agent: Agent) -> None:
-        """Stop the core (``on_shutdown`` runs, what it publishes still leaves), say goodbye, close."""
+    async def detach(self, agent: Agent) -> None:  # the core stops (on_shutdown's output still leaves), goodbye
         await self._shutdown(goodbye=True)
 
     async def _shutdown(self, *, goodbye: bool) -> None:
@@ -129,8 +131,7 @@ class BridgeTransport:
                 log.info("agent %s: the stream did not take the goodbye in time", self.sender)
             else:
                 await asyncio.wait({writer}, timeout=5)  # it ends, or the stream does (not raised here)
-        unsent = sum(1 for m in self._outbound.drain() if isinstance(m, bridge_pb2.Publish))
-        if unsent:
+        if unsent := sum(1 for m in self._outbound.drain() if isinstance(m, bridge_pb2.Publish)):
             self._count("agent_stopped", unsent)
         await self._supervisor.aclose()
         if self._stream is not None:

@@ -91,7 +91,7 @@ class CognitiveAgent:
     async def __call__(self, ctx: Context, topic: str, event: Event) -> None:
         if _own(event, ctx.agent_id):
             return  # its own step, token or answer events coming back on a wide subscription
-        if self.loop.agent_id != ctx.agent_id or self.loop.events is None:  # an event raced attach()
+        if self.loop.agent_id != ctx.agent_id or self.loop.instruments is None:  # an event raced attach()
             self.loop.bind(ctx.agent_id, ctx._core().link)
         body, error = await self._think(event)
         if body is None or not self._wants_reply(event):
@@ -100,7 +100,7 @@ class CognitiveAgent:
 
     # -- agent core: rt.agents.create(id, CognitiveAgent(loop)) -----------------------------
     def on_init(self, config: AgentConfig) -> None:
-        self.loop.bind(config.agent_id, self.events or self.loop.events)
+        self.loop.bind(config.agent_id, self.events or self.loop.instruments)
 
     async def on_event(self, event: Event, state: AgentState) -> list[Action] | None:
         from loom.agents.behavior import Action

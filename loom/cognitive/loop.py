@@ -22,6 +22,7 @@ from loom.cognitive.strategies import DEFAULT_SYSTEM, continue_prompt, instructi
 from loom.cognitive.toolbelt import ToolBelt, observation_payload
 from loom.errors import UsageError
 from loom.events.event import Event, new_event_id
+from loom.telemetry.seam import Instruments
 
 if TYPE_CHECKING:
     from loom.context import AgentContext, PromptBundle
@@ -31,9 +32,19 @@ __all__ = ["EventSink", "SimpleCognitiveLoop"]
 
 
 class EventSink(Protocol):
-    """Where step events go: an :class:`~loom.EventBus`, or an agent's link."""
+    """Where step events go: anything with the runtime's ``instruments`` (``rt.bus``, an agent's
+    link), or the :class:`~loom.telemetry.Instruments` themselves."""
 
-    def publish_nowait(self, topic: str, event: Event) -> int: ...
+    instruments: Instruments
+
+
+def _instruments(events: Any) -> Instruments | None:
+    if events is None or isinstance(events, Instruments):
+        return events
+    inst = getattr(events, "instruments", None)
+    if not isinstance(inst, Instruments):
+        raise UsageError(f"events must be rt.bus, rt.instruments or an agent's link, got {events!r}")
+    return inst
 
 
 class _RunEnded(Exception):  # noqa: N818 - internal control flow, never escapes run()
@@ -51,7 +62,8 @@ class SimpleCognitiveLoop:
         tools: the :class:`~loom.ToolRegistry` whose tools the model may call (``rt.tools``);
             ``None``: no tools.
         agent_id: whose steps these are (a :class:`CognitiveAgent` sets its own).
-        events: where steps are published (``rt.bus``; a :class:`CognitiveAgent` uses its link).
+        events: where steps are published (``rt.bus`` or ``rt.instruments``; a :class:`CognitiveAgent`
+            uses its link): notes on ``agent.<id>.cognitive``, and a ``cognitive.run`` span per run.
     """
 
     def __init__(
@@ -69,7 +81,7 @@ class SimpleCognitiveLoop:
         self.llm = llm
         self.belt = ToolBelt(tools, self.config)
         self.agent_id = agent_id
-        self.events = events
+        self.instruments = _instruments(events)
         self._context: AgentContext | None = None
         self._own_context = False  # made here (in memory): closed by release_own_context()
         self.last_bundle: PromptBundle | None = None
@@ -95,10 +107,10 @@ class SimpleCognitiveLoop:
             self._own_context = True
         return self._context
 
-    def bind(self, agent_id: str, events: EventSink | None) -> None:
+    def bind(self, agent_id: str, events: EventSink | Instruments | None) -> None:
         """Publish as ``agent_id`` through ``events`` (called by :class:`CognitiveAgent` when it starts)."""
         self.agent_id = agent_id
-        self.events = events
+        self.instruments = _instruments(events)
 
     async def aclose(self) -> None:
         """Close the context this loop made or was given (the model is the caller's to close)."""
@@ -141,7 +153,17 @@ class SimpleCognitiveLoop:
             raise UsageError(f"goal must be a non-empty str, got {goal!r}")
         run = _Run(self, on_token, on_step, request)
         self.runs += 1
-        return await run.execute(goal)
+        inst = self.instruments
+        if inst is None or inst.tracer is None:
+            return await run.execute(goal)
+        attrs = {"loom.agent": self.agent_id, "loom.component": "cognitive", "loom.cognitive.run_id": run.id}
+        with inst.span("cognitive.run", attrs) as span:
+            answer = await run.execute(goal)
+            span.set("loom.cognitive.stop_reason", str(answer.stop_reason))
+            span.set("loom.cognitive.steps", len(run.steps))
+            if not answer.ok:
+                span.fail(answer.error or str(answer.stop_reason))
+            return answer
 
 
 class _Run:
@@ -165,14 +187,8 @@ class _Run:
 
     # -- events ----------------------------------------------------------------------------
     def _watched(self, topic: str) -> bool:
-        sink = self.loop.events
-        if sink is None:
-            return False
-        has = getattr(sink, "has_subscribers", None)
-        if has is not None:
-            return has(topic)
-        unrouted = getattr(sink, "unrouted", None)  # an agent's link
-        return True if unrouted is None else not unrouted(topic)
+        inst = self.loop.instruments
+        return inst is not None and inst.watched(topic)
 
     def step(self, kind: StepKind, **fields: Any) -> Step:
         s = Step(run_id=self.id, index=len(self.steps), kind=kind, **fields)
@@ -188,7 +204,7 @@ class _Run:
                 source=self.sender,
                 metadata={"run_id": self.id, "sender": self.sender},
             )
-            self.loop.events.publish_nowait(self.topic, event)  # type: ignore[union-attr]
+            self.loop.instruments.note(self.topic, event)  # type: ignore[union-attr]
         return s
 
     def token(self, fragment: str) -> None:
@@ -201,7 +217,7 @@ class _Run:
                 source=self.sender,
                 metadata={"run_id": self.id, "sender": self.sender},
             )
-            self.loop.events.publish_nowait(self.token_topic, event)  # type: ignore[union-attr]
+            self.loop.instruments.note(self.token_topic, event)  # type: ignore[union-attr]
 
     # -- the model -------------------------------------------------------------------------
     async def think(self, messages: list[Message], tools: Sequence[dict[str, Any]] | None) -> LLMResponse:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from loom.collab.inbox import Inbox, ReplyCollector, TopicInbox
 from loom.collab.strategy import BarrierResult, CollabTimeout, FanoutResult, RequestTimeout, Strategy
+from loom.collab.traced import traced
 from loom.errors import NoSubscribers, UsageError
 from loom.events.envelope import DEFAULT_TTL, Envelope, thread_reply_topic
 from loom.events.event import Event, new_event_id
@@ -114,13 +115,15 @@ class Collaborator:
             collector.no_route(envelope.correlation_id, NoSubscribers(topic))
 
     def note(self, thread_id: str, type: str, **metadata: str) -> None:
-        """An observability event on ``thread.<id>.reply`` (never blocks the primitive)."""
-        md = {"thread_id": thread_id, "correlation_id": thread_id, "sender": self.sender, **metadata}
-        self.link.publish_nowait(
-            thread_reply_topic(thread_id), Event(type, source=self.sender, metadata=md, tags=["collab"], priority=40)
-        )
+        """An observability event on ``thread.<id>.reply`` (built only when someone listens)."""
+        topic = thread_reply_topic(thread_id)
+        inst = self.link.instruments
+        if inst.watched(topic):
+            md = {"thread_id": thread_id, "correlation_id": thread_id, "sender": self.sender, **metadata}
+            inst.note(topic, Event(type, source=self.sender, metadata=md, tags=["collab"], priority=40))
 
     # -- request / reply -----------------------------------------------------------------
+    @traced("collab.request_reply", lambda c, topic, *a, **k: {"loom.topic": topic})
     async def request_reply(
         self,
         topic: str,
@@ -168,6 +171,7 @@ class Collaborator:
         return None
 
     # -- fan-out / fan-in ----------------------------------------------------------------
+    @traced("collab.fanout", lambda c, topics, *a, strategy="all", **k: {"loom.collab.strategy": str(strategy)})
     async def fanout_fanin(
         self,
         topics: Sequence[str],
@@ -243,6 +247,7 @@ class Collaborator:
         return result
 
     # -- barrier -------------------------------------------------------------------------
+    @traced("collab.barrier", lambda c, name, parties, *a, **k: {"loom.collab.barrier": name})
     async def barrier(
         self,
         name: str,
@@ -314,20 +319,11 @@ class Collaborator:
         )
         if not ok:
             detail = f"missing {list(missing)}" if named is not None else f"{len(arrived)} of {need} arrived"
-            self.link.publish_nowait(
-                topic,
-                Event(
-                    "collab.timeout",
-                    source=self.sender,
-                    tags=["collab"],
-                    metadata={
-                        "reason": "barrier_timeout",
-                        "barrier": name,
-                        "participant": me,
-                        "detail": detail,
-                    },
-                ),
-            )
+            if self.link.instruments.watched(topic):
+                md = {"reason": "barrier_timeout", "barrier": name, "participant": me, "detail": detail}
+                self.link.instruments.note(
+                    topic, Event("collab.timeout", source=self.sender, tags=["collab"], metadata=md)
+                )
             if raise_on_timeout:
                 raise CollabTimeout("barrier", name, detail)
         return result

@@ -24,6 +24,7 @@ from typing import Any
 from loom.collab.collaborator import Collaborator, make_event
 from loom.collab.inbox import ReplyCollector
 from loom.collab.strategy import Award, CollabTimeout, ContractNetResult, Proposal
+from loom.collab.traced import traced
 from loom.errors import UsageError
 from loom.events.envelope import Envelope
 from loom.events.event import Event, new_event_id
@@ -47,6 +48,7 @@ def proposal_score(event: Event) -> float:
     return score if score == score else 0.0  # NaN ranks as 0
 
 
+@traced("collab.contract_net", lambda c, task, topic, *a, **k: {"loom.topic": topic})
 async def contract_net(
     collab: Collaborator,
     task: Any,

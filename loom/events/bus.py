@@ -18,11 +18,13 @@ from typing import Any
 from loom._supervisor import Supervisor
 from loom.errors import BackpressureTimeout, ClosedError, SubscriptionClosed, UsageError
 from loom.events.event import Event
+from loom.events.observed import _TRACED, BusTelemetry
 from loom.events.qos import DEFAULT_MAXSIZE, DropReason, Overflow, QoS
 from loom.events.queue import _new_delivery
 from loom.events.stats import BusStats, TopicStats, _Route, bus_snapshot, topic_snapshot
 from loom.events.subscription import Delivery, Subscription
 from loom.events.topics import TopicIndex, validate_pattern, validate_topic
+from loom.telemetry.seam import Instruments
 
 __all__ = ["EventBus"]
 
@@ -31,7 +33,7 @@ log = logging.getLogger("loom.bus")
 Callback = Callable[[str, Event], Awaitable[None] | None]
 
 
-class EventBus:
+class EventBus(BusTelemetry):
     """Publish/subscribe over dot-separated topics with ``*`` / ``>`` patterns and QoS.
 
     Args:
@@ -41,6 +43,9 @@ class EventBus:
         on_pattern: ``fn(pattern, present)`` called when a pattern gains its first subscription
             (``True``) or loses its last one (``False``): a bus that mirrors a remote one (the
             bridge client's) asks the remote side for exactly the patterns it serves.
+        instruments: the runtime's :class:`~loom.telemetry.seam.Instruments` (a fresh one when
+            omitted); unless already bound elsewhere, its notes are published on this bus.
+            With telemetry on each publish is a span (:mod:`loom.events.observed`).
     """
 
     name = "bus"
@@ -51,6 +56,7 @@ class EventBus:
         supervisor: Supervisor | None = None,
         max_topics: int = 10_000,
         on_pattern: Callable[[str, bool], None] | None = None,
+        instruments: Instruments | None = None,
     ) -> None:
         self._owns_supervisor = supervisor is None
         self._supervisor = supervisor or Supervisor("loom.bus")
@@ -64,6 +70,8 @@ class EventBus:
         self._evicted = _Route("<evicted>")
         self._callback_tasks: weakref.WeakValueDictionary[str, asyncio.Task[Any]] = weakref.WeakValueDictionary()
         self._on_pattern = on_pattern
+        self.instruments = instruments or Instruments()
+        self._instrument()
 
     # -- subscribe -----------------------------------------------------------------------
     def subscribe(
@@ -254,6 +262,8 @@ class EventBus:
             route = self._resolve(topic)
         if not isinstance(event, Event):
             raise TypeError(f"publish() needs an Event, got {event.__class__.__name__}")
+        if self.instruments.tracer is not None and not _TRACED.get():
+            return await self._publish_traced(topic, event, timeout)
         route.published += 1
         subs = route.subs
         if not subs:
@@ -288,6 +298,8 @@ class EventBus:
             route = self._resolve(topic)
         if not isinstance(event, Event):
             raise TypeError(f"publish_nowait() needs an Event, got {event.__class__.__name__}")
+        if self.instruments.tracer is not None and not _TRACED.get():
+            return self._publish_traced_nowait(topic, event)
         route.published += 1
         item = _new_delivery(Delivery, (topic, event))
         delivered = 0

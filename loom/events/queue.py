@@ -150,7 +150,12 @@ class DeliveryQueue:
         while samples and samples[0][0] < idx:  # its event was evicted
             samples.popleft()
         if samples and samples[0][0] == idx:
-            self._latency.append(time.perf_counter_ns() - samples.popleft()[1])
+            ns = time.perf_counter_ns() - samples.popleft()[1]
+            self._latency.append(ns)
+            self._sampled(ns)
+
+    def _sampled(self, ns: int) -> None:
+        """A sampled delivery took ``ns`` from queueing to its reader (a subscription reports it)."""
 
     async def _wait_item(self) -> bool:
         """Wait until an item is queued (True) or the subscription is closed and drained (False)."""

@@ -98,6 +98,6 @@ class Pending:
 
 def track(what: str, coro: Coroutine[Any, Any, Any]) -> Pending:
     """Run ``coro`` on the running loop in the background (reported if it fails)."""
-    from loom.runtime import _detach
+    from loom.launch import _detach
 
     return Pending(what, _detach(coro, f"loom.notebook:{what}"))

@@ -16,17 +16,15 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from loom._supervisor import Guard, Supervisor
 from loom.errors import ToolError, UsageError
 from loom.events.event import Event, new_event_id
+from loom.telemetry.seam import Instruments
 from loom.tools.once import CallOnce
 from loom.tools.result import ErrorCode, ToolResult, ToolStatus
 from loom.tools.tool import Tool
-
-if TYPE_CHECKING:
-    from loom.events.bus import EventBus
 
 __all__ = ["ToolRegistry", "ToolStats"]
 
@@ -67,7 +65,8 @@ class ToolRegistry:
     """Named tools from every provider (native, agents' capabilities, MCP servers, remote agents).
 
     Args:
-        bus: where ``tool.call`` / ``tool.result`` events go (none without it).
+        instruments: the runtime's :class:`~loom.telemetry.seam.Instruments`: each call is a
+            ``tool.invoke`` span and ``tool.call`` / ``tool.result`` notes (for inspectors).
         supervisor: whose stop ends calls in flight with RuntimeStopped (the runtime's; a private
             one for a standalone registry, stopped by :meth:`aclose`).
         default_timeout: seconds a call may take when the caller gives none.
@@ -75,12 +74,13 @@ class ToolRegistry:
 
     def __init__(
         self,
-        bus: EventBus | None = None,
+        instruments: Instruments | None = None,
         *,
         supervisor: Supervisor | None = None,
         default_timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self._bus = bus
+        self.instruments = instruments or Instruments()
+        self.instruments.observe("loom.tool.calls", self._observe_calls)
         self._owns_supervisor = supervisor is None
         self._supervisor = supervisor or Supervisor("loom.tools")
         self.default_timeout = default_timeout
@@ -223,10 +223,20 @@ class ToolRegistry:
             RuntimeStopped: the runtime stopped before or during the call (the work is cancelled).
             UsageError: a timeout that is not a positive number.
         """
-        with Guard(self._supervisor):
+        attrs = {"loom.tool": name, "loom.agent": caller, "loom.component": "tools"}
+        with Guard(self._supervisor), self.instruments.span("tool.invoke", attrs) as span:
             if call_id is None:  # nobody can repeat this call: no idempotency bookkeeping needed
-                return await self._invoke(name, args, version, timeout, new_event_id(), caller)
-            return await self._once.run(call_id, lambda: self._invoke(name, args, version, timeout, call_id, caller))
+                result = await self._invoke(name, args, version, timeout, new_event_id(), caller)
+            else:
+                result = await self._once.run(
+                    call_id, lambda: self._invoke(name, args, version, timeout, call_id, caller)
+                )
+            if span.recording:
+                span.set("loom.tool.call_id", result.id)
+                span.set("loom.status", "ok" if result.error is None else result.error.code)
+                if result.error is not None:
+                    span.fail(f"{result.error.code}: {result.error.message}")
+            return result
 
     async def _invoke(
         self,
@@ -252,8 +262,8 @@ class ToolRegistry:
         limit = self.default_timeout if timeout is None else timeout
         if isinstance(limit, bool) or not isinstance(limit, int | float) or limit <= 0:
             raise UsageError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        if self._watched("tool.call"):  # events are built only when someone listens
-            self._emit(
+        if self.instruments.watched("tool.call"):  # events are built only when someone listens
+            self._note(
                 "tool.call",
                 {"id": call_id, "tool": name, "caller": caller, "provider": entry.provider, "args": _preview(args)},
             )
@@ -331,7 +341,7 @@ class ToolRegistry:
             else:
                 code = result.error.code if result.error else "?"
                 st.errors[code] = st.errors.get(code, 0) + 1
-        if self._watched("tool.result"):
+        if self.instruments.watched("tool.result"):
             body: dict[str, Any] = {
                 "id": result.id,
                 "tool": result.tool,
@@ -340,22 +350,21 @@ class ToolRegistry:
             }
             if result.error is not None:
                 body["error"] = {"code": result.error.code, "message": result.error.message}
-            self._emit("tool.result", body)
+            self._note("tool.result", body)
         return result
 
-    def _watched(self, topic: str) -> bool:
-        bus = self._bus
-        return bus is not None and not bus.closed and bus.has_subscribers(topic)
+    def _note(self, topic: str, body: dict[str, Any]) -> None:
+        payload = json.dumps(body, default=str).encode()
+        self.instruments.note(topic, Event(topic, payload, source="loom.tools", metadata={"tool": body["tool"]}))
 
-    def _emit(self, topic: str, body: dict[str, Any]) -> None:
-        bus = self._bus
-        if bus is None:
-            return
-        try:
-            payload = json.dumps(body, default=str).encode()
-        except (TypeError, ValueError):  # pragma: no cover - default=str handles everything
-            return
-        bus.publish_nowait(topic, Event(topic, payload, source="loom.tools", metadata={"tool": body["tool"]}))
+    def _observe_calls(self) -> list[tuple[float, dict[str, str]]]:
+        out: list[tuple[float, dict[str, str]]] = []
+        for name, entry in self._entries.items():
+            st = entry.stats
+            if st.ok:
+                out.append((st.ok, {"loom.tool": name, "loom.status": "ok"}))
+            out.extend((n, {"loom.tool": name, "loom.status": code}) for code, n in st.errors.items())
+        return out
 
 
 def openai_name(name: str) -> str:

@@ -31,6 +31,7 @@ from loom.cognitive.llm.types import (
     Usage,
 )
 from loom.errors import UsageError
+from loom.telemetry.seam import Instruments
 
 __all__ = ["LLMClient", "LLMStats"]
 
@@ -77,7 +78,7 @@ class LLMClient:
     ``LLMClient(LLMConfig(...))``, ``LLMClient(model="m", base_url=...)`` (fields of
     :class:`LLMConfig`; defaults from ``OPENAI_*``) or ``LLMClient(config, temperature=0)``
     (a config with overrides). Use it from one event loop; ``await client.aclose()`` (or
-    ``async with``) closes its HTTP connections.
+    ``async with``) closes its HTTP connections. Each call is an ``llm.generate`` span (``instruments``).
     """
 
     def __init__(self, config: LLMConfig | None = None, **overrides: Any) -> None:
@@ -89,6 +90,7 @@ class LLMClient:
         self._client: Any = None  # openai.AsyncOpenAI, made on the first call
         self._closed = False
         self._stats = LLMStats()
+        self.instruments = Instruments()
 
     @property
     def name(self) -> str:
@@ -172,6 +174,30 @@ class LLMClient:
             raise UsageError("on_token is called synchronously for each fragment; pass a plain function")
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
             raise UsageError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        cfg = self._config
+        attrs = {"loom.llm.provider": self.name, "gen_ai.request.model": cfg.resolved_model, "loom.component": "llm"}
+        with self.instruments.span("llm.generate", attrs) as span:
+            response = await self._call(messages, tools, tool_choice, temperature, max_tokens, on_token, timeout)
+            if span.recording:
+                span.set("gen_ai.response.model", response.model)
+                span.set("gen_ai.usage.input_tokens", response.usage.prompt_tokens)
+                span.set("gen_ai.usage.output_tokens", response.usage.completion_tokens)
+                span.set("loom.llm.usage_estimated", response.usage.estimated)
+                span.set("loom.llm.finish_reason", response.finish_reason)
+                span.set("loom.llm.tool_calls", len(response.tool_calls))
+                span.set("loom.llm.streamed", on_token is not None)
+            return response
+
+    async def _call(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[Mapping[str, Any]] | None,
+        tool_choice: str | Mapping[str, Any] | None,
+        temperature: float | None,
+        max_tokens: int | None,
+        on_token: TokenSink | None,
+        timeout: float | None,
+    ) -> LLMResponse:
         sent = prepare_messages(messages, self._config.tool_call_content)
         request = self._request(sent, tools, tool_choice, temperature, max_tokens, stream=on_token is not None)
         client = self._openai()

@@ -1,0 +1,178 @@
+"""Instruments: the one instrumentation point of a runtime.
+
+The bus, the agent core, the tool registry, the collaboration primitives, the bridge (both
+ends), the LLM client, the router and the cognitive loop report through the :class:`Instruments`
+they were given, and through nothing else:
+
+- ``span(name, attrs, parent=metadata)``: an operation with a duration (a publish, a handled
+  event, a tool call, an LLM call, a collaboration primitive, a bridge hop). A shared no-op
+  unless telemetry is on (:func:`loom.telemetry.init_telemetry`), which plugs a tracer into every
+  live ``Instruments`` (OpenTelemetry's providers are process-wide, so telemetry is too).
+- ``note(topic, event)``: a runtime event for inspectors (``tool.call``, ``system.agent.<id>``,
+  ``agent.<id>.cognitive``, ``router.decisions``, ...). It is published on the runtime's bus when
+  something subscribes there (a widget, the event recorder) and added to the current span as a
+  span event when tracing. ``watched(topic)`` first, so nobody builds an event that nobody reads.
+- ``observe(name, fn)``: a source of a metric read at collection time (bus counters, mailbox
+  depths, tool counters, bridge connections): nothing is counted twice on the hot path.
+- ``record(name, value, attrs)``: a histogram sample (delivery latency), a no-op when off.
+
+With telemetry off a span is one attribute test and a shared object; a note one cached route
+lookup on the bus.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from loom.events.event import Event
+
+__all__ = ["NOOP_SPAN", "Instruments", "Tracer", "live_instruments", "set_tracer"]
+
+Observation = tuple[float, Mapping[str, str]]
+ObserveFn = Callable[[], Iterable[Observation]]
+
+
+class Tracer(Protocol):
+    """What telemetry plugs in (:class:`loom.telemetry.tracing.OtelTracer`)."""
+
+    def span(self, name: str, attrs: Mapping[str, Any] | None, parent: Mapping[str, str] | None) -> Any: ...
+
+    def inject(self, metadata: dict[str, str]) -> None: ...
+
+    def add_event(self, name: str, attrs: Mapping[str, Any]) -> None: ...
+
+    def record(self, name: str, value: float, attrs: Mapping[str, str]) -> None: ...
+
+
+class _NoopSpan:
+    """The span of a runtime with telemetry off: a context manager that records nothing."""
+
+    __slots__ = ()
+    recording = False
+
+    def __enter__(self) -> _NoopSpan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def set(self, key: str, value: Any) -> None:
+        return None
+
+    def fail(self, message: str) -> None:
+        return None
+
+
+NOOP_SPAN = _NoopSpan()
+
+_tracer: Tracer | None = None
+_live: weakref.WeakSet[Instruments] = weakref.WeakSet()
+
+
+class Instruments:
+    """The instrumentation point handed to a runtime's parts (``rt.instruments``).
+
+    Args:
+        publish: ``fn(topic, event)`` that never waits (a bus's ``publish_nowait``): where notes go.
+        watched: ``fn(topic) -> bool``: whether a note on ``topic`` would reach anyone.
+    """
+
+    __slots__ = ("__weakref__", "_observers", "_publish", "_watched", "tracer")
+
+    def __init__(
+        self,
+        publish: Callable[[str, Event], Any] | None = None,
+        watched: Callable[[str], bool] | None = None,
+    ) -> None:
+        self.tracer: Tracer | None = _tracer
+        self._publish = publish
+        self._watched = watched
+        self._observers: dict[str, list[ObserveFn]] = {}
+        _live.add(self)
+
+    def bind(self, publish: Callable[[str, Event], Any], watched: Callable[[str], bool]) -> None:
+        """Send notes to ``publish`` when ``watched(topic)`` (a bus binds its own instruments)."""
+        self._publish = publish
+        self._watched = watched
+
+    # -- spans ---------------------------------------------------------------------------
+    def span(
+        self, name: str, attrs: Mapping[str, Any] | None = None, *, parent: Mapping[str, str] | None = None
+    ) -> Any:
+        """A context manager around one operation; ``parent``: event metadata whose trace keys
+        (``trace_id``, ``span_id``, ``trace_flags``) continue a trace begun elsewhere. The span
+        is current inside the block (what is published there carries it). ``.set(key, value)``
+        adds an attribute, ``.fail(message)`` marks it failed."""
+        tracer = self.tracer
+        if tracer is None:
+            return NOOP_SPAN
+        return tracer.span(name, attrs, parent)
+
+    def inject(self, metadata: dict[str, str]) -> None:
+        """Write the current span's trace keys into ``metadata`` (no-op when off or outside a span)."""
+        tracer = self.tracer
+        if tracer is not None:
+            tracer.inject(metadata)
+
+    # -- runtime events ------------------------------------------------------------------
+    def watched(self, topic: str) -> bool:
+        """Whether a note on ``topic`` would reach anyone: build it only then."""
+        if self.tracer is not None:
+            return True
+        watched = self._watched
+        return watched is not None and watched(topic)
+
+    def note(self, topic: str, event: Event) -> None:
+        """Publish a runtime event for inspectors (never waits; a full queue drops, counted)."""
+        tracer = self.tracer
+        if tracer is not None:
+            tracer.add_event(event.type, {"loom.topic": topic})
+        watched = self._watched
+        if self._publish is not None and watched is not None and watched(topic):
+            self._publish(topic, event)
+
+    # -- metrics -------------------------------------------------------------------------
+    def observe(self, name: str, fn: ObserveFn) -> None:
+        """Register ``fn() -> [(value, attributes), ...]`` as a source of the metric ``name``."""
+        self._observers.setdefault(name, []).append(fn)
+
+    def forget(self, name: str, fn: ObserveFn) -> None:
+        """Unregister what :meth:`observe` registered (a part that closed)."""
+        fns = self._observers.get(name)
+        if fns is not None and fn in fns:
+            fns.remove(fn)
+
+    def observations(self, name: str) -> list[Observation]:
+        """The current values of ``name`` from every registered source (errors skip a source)."""
+        out: list[Observation] = []
+        for fn in list(self._observers.get(name, ())):
+            try:
+                out.extend(fn())
+            except Exception:  # noqa: BLE001, S112 - a metric source must never break collection
+                continue
+        return out
+
+    def record(self, name: str, value: float, attrs: Mapping[str, str]) -> None:
+        """One histogram sample (e.g. delivery latency); a no-op when telemetry is off."""
+        tracer = self.tracer
+        if tracer is not None:
+            tracer.record(name, value, attrs)
+
+    def __repr__(self) -> str:
+        return f"<Instruments tracing={'on' if self.tracer is not None else 'off'}>"
+
+
+def set_tracer(tracer: Tracer | None) -> None:
+    """Plug ``tracer`` into every live and future :class:`Instruments` (``None``: telemetry off)."""
+    global _tracer
+    _tracer = tracer
+    for inst in list(_live):
+        inst.tracer = tracer
+
+
+def live_instruments() -> list[Instruments]:
+    """Every :class:`Instruments` still alive in this process (metric collection reads them)."""
+    return list(_live)

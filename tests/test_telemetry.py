@@ -1,0 +1,179 @@
+"""Telemetry: one trace per user request across agents, tools and collaboration; metrics from the
+parts' own counters; the instrumentation point is a no-op when telemetry is off."""
+
+from __future__ import annotations
+
+import pytest
+
+import loom
+import loom.telemetry
+from loom import Agent, Event, capability
+from loom.telemetry import Instruments
+
+
+@pytest.fixture
+def collector():
+    """Telemetry on for one test (process-wide, as OpenTelemetry is), off again afterwards."""
+    col = loom.telemetry.init_telemetry()
+    col.clear()
+    try:
+        yield col
+    finally:
+        loom.telemetry.disable_telemetry()
+
+
+@capability("research.search", version="1.0")
+def search(query: str) -> dict:
+    """Search."""
+    return {"query": query, "hits": 2}
+
+
+def _tree(spans):
+    by_id = {s.span_id: s for s in spans}
+
+    def chain(s):
+        names = [s.name]
+        while s.parent_span_id in by_id:
+            s = by_id[s.parent_span_id]
+            names.append(s.name)
+        return names
+
+    return by_id, chain
+
+
+async def test_one_user_request_is_one_trace_across_agents_tools_and_request_reply(rt, collector):
+    async def planner(ctx, topic, event):
+        results = await ctx.request(ctx.thread(event), "topic.research", payload=event.payload, timeout_ms=2000)
+        await ctx.reply(ctx.thread(event), {"research": results.json()})
+
+    async def researcher(ctx, topic, event):
+        await ctx.reply(ctx.thread(event), await ctx.tool("research.search", {"query": event.text()}))
+
+    await Agent("planner", topics=["topic.plan"], on_event=planner).start()
+    await Agent("researcher", topics=["topic.research"], capabilities=[search], on_event=researcher).start()
+    reply = await loom.request_reply("topic.plan", "What is Loom?", timeout=2)
+    assert reply.json() == {"research": {"query": "What is Loom?", "hits": 2}}
+
+    root = next(s for s in collector.spans() if s.name == "collab.request_reply" and s.parent_span_id is None)
+    spans = collector.spans(root.trace_id)
+    by_id, chain = _tree(spans)
+    names = {s.name for s in spans}
+    assert {"collab.request_reply", "publish", "handle", "tool.invoke"} <= names
+    assert {s.trace_id for s in spans} == {root.trace_id}
+    handles = {s.attributes["loom.agent"]: s for s in spans if s.name == "handle"}
+    assert set(handles) >= {"planner", "researcher"}
+    # the researcher's handling hangs under the planner's handling, through the request it published
+    assert chain(handles["researcher"])[:4] == ["handle", "publish", "collab.request_reply", "handle"]
+    tool = next(s for s in spans if s.name == "tool.invoke")
+    assert tool.attributes["loom.tool"] == "research.search" and tool.attributes["loom.status"] == "ok"
+    assert by_id[tool.parent_span_id].attributes["loom.agent"] == "researcher"
+    # every span lives in one lane per agent: "planner", never also "agent.planner"
+    assert {s.lane for s in spans} <= {"planner", "researcher", "bus", "tools", "collab", "loom"} | {root.lane}
+    assert not any(s.lane.startswith("agent.") for s in spans)
+    assert root.attributes["loom.collab.outcome"] == "ok"
+
+
+async def test_a_failing_handler_and_a_failing_tool_are_error_spans(rt, collector):
+    async def broken(event, state):
+        raise ValueError("nope")
+
+    class Broken:
+        on_event = staticmethod(broken)
+
+    await rt.agents.create("b", Broken(), topics=["t.b"])
+    await rt.agents.start("b")
+    await rt.bus.publish("t.b", Event("x"))
+    await rt.tools.invoke("no.such.tool", {})
+    await loom_until(lambda: any(s.name == "handle" for s in collector.spans()))
+    handle = next(s for s in collector.spans() if s.name == "handle")
+    assert handle.status == "error" and "ValueError: nope" in handle.error
+    tool = next(s for s in collector.spans() if s.name == "tool.invoke")
+    assert tool.status == "error" and tool.attributes["loom.status"] == "NOT_FOUND"
+
+
+async def test_malformed_trace_keys_start_a_new_trace_and_break_nothing(rt, collector):
+    sub = rt.bus.subscribe("t.x")
+    bad = {"trace_id": "zz" * 16, "span_id": "0" * 16, "trace_flags": "??"}
+    assert await rt.bus.publish("t.x", Event("x", metadata=bad)) == 1
+    _, got = await sub.get()
+    span = next(s for s in collector.spans() if s.name == "publish")
+    assert span.parent_span_id is None and got.metadata["trace_id"] == span.trace_id
+    assert got.metadata["span_id"] == span.span_id
+    sub.close()
+
+
+async def test_a_trace_from_another_process_is_continued(rt, collector):
+    sub = rt.bus.subscribe("t.remote")
+    remote = {"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "00f067aa0ba902b7", "trace_flags": "01"}
+    await rt.bus.publish("t.remote", Event("x", metadata=remote))
+    span = next(s for s in collector.spans() if s.name == "publish")
+    assert span.trace_id == remote["trace_id"] and span.parent_span_id == remote["span_id"]
+    sub.close()
+
+
+async def test_init_is_idempotent_and_off_means_no_spans(rt):
+    col = loom.telemetry.init_telemetry()
+    assert loom.telemetry.init_telemetry() is col and loom.telemetry.telemetry_enabled()
+    loom.telemetry.disable_telemetry()
+    col.clear()
+    sub = rt.bus.subscribe("t.off")
+    await rt.bus.publish("t.off", Event("x"))
+    _, got = await sub.get()
+    assert col.spans() == [] and "trace_id" not in got.metadata  # off: events go out untouched
+    sub.close()
+
+
+async def test_metrics_come_from_the_parts_counters(rt, collector):
+    got = []
+
+    async def on(event, state):
+        got.append(event)
+
+    class Counter:
+        on_event = staticmethod(on)
+
+    await rt.agents.create("counter", Counter(), topics=["m.t"])
+    await rt.agents.start("counter")
+    for _ in range(3):
+        await rt.bus.publish("m.t", Event("x"))
+    await rt.tools.invoke("weather.get", {"city": "Paris"})
+    await loom_until(lambda: len(got) == 3)
+    snap = loom.telemetry.metrics_snapshot()
+
+    def value(name, **attrs):
+        return sum(p["value"] for p in snap[name] if all(p["attributes"].get(k) == v for k, v in attrs.items()))
+
+    assert value("loom.bus.published", **{"loom.topic": "m.t"}) >= 3
+    assert value("loom.bus.delivered", **{"loom.topic": "m.t"}) >= 3
+    assert value("loom.agent.handled", **{"loom.agent": "counter", "loom.status": "ok"}) == 3
+    assert value("loom.tool.calls", **{"loom.tool": "weather.get"}) >= 1
+    assert "loom.agent.mailbox_depth" in snap
+    assert snap["loom.tool.duration"][0]["count"] >= 1
+
+
+def test_instruments_without_telemetry_are_a_shared_noop():
+    inst = Instruments()
+    assert inst.tracer is None
+    with inst.span("anything", {"a": 1}) as span:
+        span.set("b", 2)
+        assert span.recording is False
+    assert inst.watched("t") is False  # unbound: no note would reach anyone
+    inst.note("t", Event("x"))  # and a note goes nowhere, without error
+
+
+async def test_notes_reach_a_bus_only_when_someone_listens(rt):
+    assert not rt.instruments.watched("tool.call")
+    sub = rt.bus.subscribe("tool.*")
+    assert rt.instruments.watched("tool.call")
+    await rt.tools.invoke("weather.get", {"city": "Oslo"})
+    kinds = []
+    while sub.qsize():
+        kinds.append(sub.get_nowait().event.type)
+    assert kinds == ["tool.call", "tool.result"]
+    sub.close()
+
+
+async def loom_until(cond, timeout: float = 2.0) -> None:
+    from tests.conftest import until
+
+    await until(cond, timeout)
