@@ -109,6 +109,22 @@ def test_bridge_magic_serves_and_says_where(kernel):
     assert "already serves" in again["stderr"]
 
 
+def test_trace_on_collects_spans_of_the_running_runtime_and_off_stops(kernel):
+    kernel.run("%loom start --name magic")
+    assert "%loom trace on|off|status" in kernel.run("%loom trace maybe")["error"][1]
+    on = kernel.run("%loom trace on")
+    assert on["error"] is None and "tracing on" in on["stdout"], on
+    r = kernel.run(
+        "import loom\nsub = rt.bus.subscribe('magic.t')\nawait rt.bus.publish('magic.t', loom.Event('x'))\n"
+        "sub.close()\nprint(sorted({s.name for s in collector.spans()}))"
+    )
+    assert "publish" in r["stdout"], r
+    assert "tracing on" in kernel.run("%loom trace status")["stdout"]
+    assert "tracing off" in kernel.run("%loom trace off")["stdout"]
+    r = kernel.run("n = len(collector)\nawait rt.bus.publish('magic.t', loom.Event('x'))\nprint(len(collector) - n)")
+    assert r["stdout"].strip() == "0", r
+
+
 def test_parts_that_land_later_say_so(kernel):
     mic = kernel.run("%loom mic --device 0")["stderr"]
     assert "audio extra is not installed" in mic or "not available in this version" in mic

@@ -29,8 +29,10 @@ class LoomMagics(Magics):
     """The ``%loom`` magics (``%loom?`` for help)."""
 
     @magic_arguments()
-    @argument("action", choices=["start", "stop", "status", "bridge", "mic", "inspect", "agent"], help="what to do")
-    @argument("target", nargs="*", help="inspect: bus|agents|context AGENT|traces|topology; agent: NAME")
+    @argument(
+        "action", choices=["start", "stop", "status", "bridge", "mic", "inspect", "agent", "trace"], help="what to do"
+    )
+    @argument("target", nargs="*", help="inspect: bus|agents|context AGENT|traces|topology; agent: NAME; trace: on|off")
     @argument(
         "--bridge", nargs="?", const=50051, type=int, default=None, metavar="PORT", help="start: serve the bridge"
     )
@@ -49,6 +51,7 @@ class LoomMagics(Magics):
         %loom stop | status
         %loom inspect bus|agents|context AGENT|traces|topology
         %loom bridge [--port P --token T]   serve the gRPC bridge (await the result to wait)
+        %loom trace on|off|status   OpenTelemetry spans and metrics (every runtime of this kernel)
         %loom mic [--device N | --wav FILE]
         %%loom agent NAME --topics a.b,c.*   (cell defines `async def on_event(ctx, topic, event)`)
         """
@@ -124,6 +127,26 @@ class LoomMagics(Magics):
             print("The audio extra is not installed: pip install 'loom-notebook[audio]'", file=sys.stderr)
             return
         print("Microphone input is not available in this version of Loom yet.", file=sys.stderr)
+
+    # -- telemetry -----------------------------------------------------------------------
+    def _trace(self, args: Any, cell: str | None) -> Any:
+        import loom.telemetry
+
+        what = args.target[0] if len(args.target) == 1 else ""
+        if what not in ("on", "off", "status"):
+            raise IPythonUsageError("%loom trace on|off|status")
+        if what == "on":
+            collector = loom.telemetry.init_telemetry()
+            self.shell.user_ns.setdefault("collector", collector)
+            print(f"tracing on: spans in `collector` ({len(collector)} so far); %loom inspect traces to see them")
+            return None
+        if what == "off":
+            loom.telemetry.disable_telemetry()
+            print("tracing off (spans collected so far are kept)")
+            return None
+        state = "on" if loom.telemetry.telemetry_enabled() else "off"
+        print(f"tracing {state}")
+        return None
 
     # -- inspectors ----------------------------------------------------------------------
     def _inspect(self, args: Any, cell: str | None) -> Any:
