@@ -358,3 +358,30 @@ async def test_replaying_a_log_into_the_runtime_recording_it_stops_at_what_was_t
         assert summary.events == 10
     with EventLog(path, readonly=True) as log:
         assert len(log) == 20
+
+
+async def test_agent_state_snapshots_are_recorded_and_replayed_with_the_traffic(tmp_path):
+    path = tmp_path / "state.db"
+
+    class Counter:
+        async def on_event(self, event, state):
+            state.persistent["count"] = state.persistent.get("count", 0) + 1
+
+    async with loom.Loom(record=path, record_topics=["orders.>", "system.agent.*.state"], native_tools=()) as rt:
+        await rt.agents.create("counter", Counter(), topics=["orders.>"])
+        await rt.agents.start("counter")
+        for i in range(3):
+            await rt.bus.publish("orders.new", loom.Event("order", str(i).encode()))
+        await until(lambda: rt.agents["counter"].handled == 3)
+    with EventLog(path, readonly=True) as log:
+        records = [(r.topic, r.event.type, r.event.json() if r.event.type == "agent.state" else None) for r in log]
+    states = [body["persistent"]["count"] for topic, kind, body in records if kind == "agent.state"]
+    assert states == [1, 2, 3]  # a snapshot after each event that changed the state, in order with the traffic
+    kinds = [k for _, k, _ in records]
+    assert kinds.count("order") == 3 and kinds.index("order") < kinds.index("agent.state")  # each after its cause
+    assert {t for t, k, _ in records if k == "agent.state"} == {"system.agent.counter.state"}
+
+    async with loom.Loom(native_tools=()) as fresh:  # replay shows how the state evolved, step by step
+        sub = fresh.bus.subscribe("system.agent.*.state", qos=loom.QoS.BACKGROUND)
+        await fresh.replay(path, speed="max")
+        assert [e.json()["persistent"]["count"] for _, e in [sub.get_nowait() for _ in range(sub.qsize())]] == [1, 2, 3]
