@@ -135,10 +135,27 @@ async def _traced(workload: Any) -> dict:
     return await workload
 
 
+async def _otel_floor() -> dict:
+    """One bare OpenTelemetry SDK span (start, 5 attributes, end, into Loom's collector) per unit:
+    the floor under a traced publish (which adds the event copy and its trace keys)."""
+    import loom.telemetry
+
+    loom.telemetry.init_telemetry(capacity=1000)
+    from opentelemetry import trace
+
+    tracer = trace.get_tracer_provider().get_tracer("bench")
+    attrs = {"a": "x", "b": "y", "c": "z", "d": "w", "e": "v"}
+    c0 = time.process_time()
+    for _ in range(N):
+        tracer.start_span("publish", attributes=attrs).end()
+    return {"deliveries": N, "cpu_us_per_delivery": (time.process_time() - c0) / N * 1e6}
+
+
 WORKLOADS = {
     "queue_baseline": lambda: _queue_baseline(),
     "pub1": lambda: _fanout(1),
     "pub1_traced": lambda: _traced(_fanout(1)),
+    "otel_span_floor": lambda: _otel_floor(),
     "pub10": lambda: _fanout(10),
     "burst": lambda: _burst(),
     "fanout_index": lambda: _fanout(1, extra_subs=10_000),

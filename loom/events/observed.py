@@ -72,7 +72,7 @@ class BusTelemetry:
         span = tracer.span("publish", attrs, None if tracer.in_span() else md)
         span.__enter__()
         copy = dict(md)
-        tracer.inject(copy)
+        span.inject(copy)
         return span, _TRACED.set(True), event._with_metadata(copy)
 
     @staticmethod

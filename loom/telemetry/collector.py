@@ -82,7 +82,9 @@ class SpanCollector(SpanProcessor):
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity = capacity
-        self._spans: deque[SpanRecord] = deque(maxlen=capacity)
+        # finished spans as the SDK hands them over, turned into SpanRecords when first read: the
+        # conversion costs more than the rest of a span's end, and most spans are never read
+        self._spans: deque[list[Any]] = deque(maxlen=capacity)
         self._lock = threading.Lock()
         self._listeners: list[Callable[[SpanRecord], None]] = []
         self.collected = 0
@@ -93,13 +95,16 @@ class SpanCollector(SpanProcessor):
         return None
 
     def on_end(self, span: ReadableSpan) -> None:
-        record = _record(span)
+        entry: list[Any] = [span, None]
         with self._lock:
             if len(self._spans) == self.capacity:
                 self.evicted += 1
-            self._spans.append(record)
+            self._spans.append(entry)
             self.collected += 1
             listeners = tuple(self._listeners)
+        if not listeners:
+            return
+        record = entry[1] = _record(span)
         for fn in listeners:
             try:
                 fn(record)
@@ -116,7 +121,8 @@ class SpanCollector(SpanProcessor):
     def spans(self, trace_id: str | None = None, *, limit: int | None = None) -> list[SpanRecord]:
         """Finished spans, oldest first: all, or those of one trace; the last ``limit`` of them."""
         with self._lock:
-            items: Iterable[SpanRecord] = tuple(self._spans)
+            entries = tuple(self._spans)
+        items: Iterable[SpanRecord] = (e[1] or _converted(e) for e in entries)
         out = [s for s in items if trace_id is None or s.trace_id == trace_id]
         return out[-limit:] if limit is not None else out
 
@@ -149,6 +155,11 @@ class SpanCollector(SpanProcessor):
 
     def __repr__(self) -> str:
         return f"<SpanCollector {len(self._spans)}/{self.capacity} spans, {self.evicted} evicted>"
+
+
+def _converted(entry: list[Any]) -> SpanRecord:
+    record = entry[1] = _record(entry[0])  # a racing reader converts it twice, to the same value
+    return record
 
 
 def _record(span: ReadableSpan) -> SpanRecord:

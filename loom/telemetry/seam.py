@@ -40,6 +40,8 @@ class Tracer(Protocol):
 
     def span(self, name: str, attrs: Mapping[str, Any] | None, parent: Mapping[str, str] | None) -> Any: ...
 
+    def in_span(self) -> bool: ...
+
     def inject(self, metadata: dict[str, str]) -> None: ...
 
     def add_event(self, name: str, attrs: Mapping[str, Any]) -> None: ...
@@ -63,6 +65,9 @@ class _NoopSpan:
         return None
 
     def fail(self, message: str) -> None:
+        return None
+
+    def inject(self, metadata: dict[str, str]) -> None:
         return None
 
 
@@ -105,7 +110,7 @@ class Instruments:
         """A context manager around one operation; ``parent``: event metadata whose trace keys
         (``trace_id``, ``span_id``, ``trace_flags``) continue a trace begun elsewhere. The span
         is current inside the block (what is published there carries it). ``.set(key, value)``
-        adds an attribute, ``.fail(message)`` marks it failed."""
+        adds an attribute, ``.fail(message)`` marks it failed, ``.inject(metadata)`` writes its keys."""
         tracer = self.tracer
         if tracer is None:
             return NOOP_SPAN

@@ -112,6 +112,13 @@ class _Span:
         finally:
             otel_context.detach(self._token)
 
+    def inject(self, metadata: dict[str, str]) -> None:
+        """Write this span's context into ``metadata`` (what it publishes continues the trace)."""
+        ctx = self._span.get_span_context()
+        metadata["trace_id"] = f"{ctx.trace_id:032x}"
+        metadata["span_id"] = f"{ctx.span_id:016x}"
+        metadata["trace_flags"] = f"{int(ctx.trace_flags):02x}"
+
     def set(self, key: str, value: Any) -> None:
         if value is not None:
             self._span.set_attribute(key, value if isinstance(value, str | int | float | bool) else str(value))
