@@ -177,3 +177,42 @@ async def loom_until(cond, timeout: float = 2.0) -> None:
     from tests.conftest import until
 
     await until(cond, timeout)
+
+
+def test_a_broken_metric_source_or_span_listener_breaks_nothing(collector):
+    inst = Instruments()
+
+    def broken():
+        raise RuntimeError("source gone")
+
+    inst.observe("loom.bus.published", broken)
+    inst.observe("loom.bus.published", lambda: [(5, {"loom.topic": "ok.t"})])
+    assert inst.observations("loom.bus.published") == [(5, {"loom.topic": "ok.t"})]
+    snap = loom.telemetry.metrics_snapshot()  # collection goes on past the broken source
+    assert any(p["attributes"] == {"loom.topic": "ok.t"} and p["value"] >= 5 for p in snap["loom.bus.published"])
+
+    seen = []
+    stop = collector.subscribe(lambda record: 1 / 0)  # a listener that raises
+    stop2 = collector.subscribe(seen.append)
+    with inst.span("tool.invoke", {"loom.tool": "t"}):
+        pass
+    stop()
+    stop2()
+    assert [s.name for s in seen] == ["tool.invoke"] and collector.spans()[-1].name == "tool.invoke"
+
+
+def test_the_collector_is_a_bounded_ring_that_counts_what_fell_out():
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from loom.telemetry import SpanCollector
+
+    col = SpanCollector(capacity=3)
+    provider = TracerProvider()
+    provider.add_span_processor(col)
+    tracer = provider.get_tracer("t")
+    for i in range(5):
+        tracer.start_span(f"s{i}").end()
+    assert [s.name for s in col.spans()] == ["s2", "s3", "s4"] and col.evicted == 2 and col.collected == 5
+    assert len(col.traces()) == 3 and col.spans(limit=1)[0].name == "s4"
+    with pytest.raises(ValueError):
+        SpanCollector(capacity=0)
