@@ -325,20 +325,20 @@ class ManagedAgent:
             " - giving up" if fatal else "",
             exc_info=exc,
         )
-        body = {
-            "agent_id": self.id,
-            "error_type": exc.__class__.__name__,
-            "error": str(exc),
-            "traceback": "".join(traceback.format_exception(exc)[-3:]),
-            "topic": topic,
-            "event_id": event.id if event else "",
-            "event_type": event.type if event else "",
-            "failures_in_window": len(window),
-            "fatal": fatal,
-        }
-        self.link.publish_nowait(
-            f"{self.sender}.error", Event("agent.error", json.dumps(body).encode(), source=self.sender, priority=80)
-        )
+        inst, where = self.link.instruments, f"{self.sender}.error"
+        if inst.watched(where):  # the report, for whoever watches (inspectors, the event log)
+            body = {
+                "agent_id": self.id,
+                "error_type": exc.__class__.__name__,
+                "error": str(exc),
+                "traceback": "".join(traceback.format_exception(exc)[-3:]),
+                "topic": topic,
+                "event_id": event.id if event else "",
+                "event_type": event.type if event else "",
+                "failures_in_window": len(window),
+                "fatal": fatal,
+            }
+            inst.note(where, Event("agent.error", json.dumps(body).encode(), source=self.sender, priority=80))
         return fatal
 
     def _save_state(self) -> None:
