@@ -1,12 +1,12 @@
 """ManagedAgent: one agent's core, the same whether it runs in-process or behind the bridge.
 
 The core owns the agent's mailbox (one multi-pattern subscription, BATCHED by default), its one
-task that handles events in order, and the rules around it: ``next_hop`` before the handler
-(expired events are dropped and counted), ``sender = agent.<id>`` stamped on what it emits and
-the hop budget inherited from the event being handled, handler errors contained (logged,
-counted, published on ``agent.<id>.error``) under a :class:`RestartPolicy`, correlated replies
-taken off the mailbox before they queue (the pending-reply inbox), state saved after each event
-that changed it. It reaches the world only through its :class:`~loom.agents.link.Link`.
+task that handles events in order (each a ``handle`` span continuing the event's trace), and the
+rules around it: ``next_hop`` before the handler (expired events dropped and counted), ``sender =
+agent.<id>`` and the hop budget of the event being handled stamped on what it emits, handler errors
+contained (logged, counted, noted on ``agent.<id>.error``) under a :class:`RestartPolicy`,
+correlated replies taken off the mailbox before they queue (the pending-reply inbox), state saved
+(and noted) after each event that changed it. It reaches the world only through its ``Link``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from loom.events.envelope import Envelope, agent_reply_topic, hop_on
 from loom.events.event import Event
 from loom.events.qos import DropReason, Overflow, QoS
 from loom.events.queue import Delivery
+from loom.telemetry.seam import NOOP_SPAN
 
 if TYPE_CHECKING:
     from loom.agents.behavior import Action, AgentBehavior, AgentConfig
@@ -257,8 +258,8 @@ class ManagedAgent:
                 continue
             state.topic = topic
             self.current = event
-            # the handled event's trace continues here (a span only when telemetry is on)
-            with instruments.span("handle", None, parent=event.metadata) as span:
+            span = NOOP_SPAN if instruments.tracer is None else instruments.span("handle", parent=event.metadata)
+            with span:
                 if span.recording:
                     span.set("loom.agent", self.id)
                     span.set("loom.topic", topic)
