@@ -258,8 +258,7 @@ class ManagedAgent:
                 continue
             state.topic = topic
             self.current = event
-            span = NOOP_SPAN if instruments.tracer is None else instruments.span("handle", parent=event.metadata)
-            with span:
+            with NOOP_SPAN if instruments.tracer is None else instruments.span("handle", parent=event.metadata) as span:
                 if span.recording:
                     span.set("loom.agent", self.id)
                     span.set("loom.topic", topic)
