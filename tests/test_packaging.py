@@ -55,7 +55,7 @@ def test_import_loom_is_cheap():
     code = (
         "import sys, loom\n"
         "heavy = ['IPython', 'grpc', 'sounddevice', 'faster_whisper', 'openai', 'mcp', 'matplotlib', "
-        "'networkx', 'google.protobuf', 'rich', 'ipywidgets', 'anywidget']\n"
+        "'networkx', 'google.protobuf', 'rich', 'ipywidgets', 'anywidget', 'opentelemetry']\n"
         "print([m for m in heavy if m in sys.modules])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
