@@ -183,6 +183,7 @@ _NOTEBOOK = {
     "ApprovalPanel",
     "BusInspector",
     "ContextInspector",
+    "MetricsView",
     "ReplayPanel",
     "RouterInspector",
     "Topology",

@@ -5,6 +5,7 @@ from loom.notebook.approval import ApprovalPanel
 from loom.notebook.base import Inspector
 from loom.notebook.bus_inspector import BusInspector
 from loom.notebook.context_inspector import ContextInspector, estimate_tokens
+from loom.notebook.metrics_view import MetricsView
 from loom.notebook.replay_panel import ReplayPanel
 from loom.notebook.router_inspector import RouterInspector
 from loom.notebook.sequence import Message, SequenceRecorder
@@ -19,6 +20,7 @@ __all__ = [
     "ContextInspector",
     "Inspector",
     "Message",
+    "MetricsView",
     "Pending",
     "ReplayPanel",
     "RouterInspector",
