@@ -135,7 +135,7 @@ class MetricsView(Inspector):
                 codes = t.setdefault("codes", {})
                 codes[str(a.get("loom.status"))] = int(v)
         for name, t in per.items():
-            t["rate"] = round(max(0.0, t["calls"] - self._prev_tools.get(name, t["calls"])) / dt, 2) if dt else 0.0
+            t["rate"] = round(max(0.0, t["calls"] - self._prev_tools.get(name, 0)) / dt, 2) if dt else 0.0
         self._prev_tools = {name: t["calls"] for name, t in per.items()}
         return sorted(per.values(), key=lambda t: -t["calls"])
 
