@@ -90,7 +90,7 @@ function render({ model, el }) {
       const y0 = laneTop[it.lane] + it.row * laneH;
       const x0 = x(it.start);
       const w = Math.max(2, x(it.end) - x0);
-      const g = s("g", { class: "loom-span-g", "data-span-id": it.id, "data-depth": it.depth });
+      const g = s("g", { class: "loom-span-g", "data-span-id": it.id, "data-depth": it.depth, "data-name": it.name, "data-label": it.label });
       const cls = `loom-span loom-span-${it.status}` + (it.id === chosen ? " loom-span-chosen" : "");
       const bar = s("rect", { x: x0, y: y0 + 1, width: w, height: laneH - 3, class: cls, rx: 2 });
       bar.append(s("title", {}, `${it.label} · ${ms(it.end - it.start)} · depth ${it.depth}`));
