@@ -1,0 +1,132 @@
+"""Audio sources: WAV files and the microphone publish 20 ms chunks of 16 kHz mono PCM."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import wave
+
+import numpy as np
+import pytest
+
+from loom import QoS, UsageError
+from loom.audio.sources import MicSource, WavSource, input_devices
+from tests.peers.speech import silence, speech, write_wav
+
+
+def _chunks(sub):
+    out = []
+    while sub.qsize():
+        out.append(sub.get_nowait().event)
+    return out
+
+
+async def _play(rt, source):
+    source.attach(rt.bus, spawn=rt.spawn)
+    await source.start()
+    await source.finished
+    await source.stop()
+
+
+async def test_a_wav_file_becomes_20ms_chunks_with_the_contract_metadata(rt, tmp_path):
+    audio = np.concatenate([silence(0.3), speech("hello loom"), silence(0.2)])
+    path = write_wav(tmp_path / "hello.wav", audio)
+    sub = rt.bus.subscribe("audio.mic", qos=QoS.BACKGROUND)
+    src = WavSource(path, realtime=False, tail_silence_ms=100)
+    await _play(rt, src)
+    chunks = _chunks(sub)
+    n = -(-(audio.size + 1600) // 320)
+    assert len(chunks) == n == src.stats["chunks"]
+    first = chunks[0]
+    assert first.type == "audio_chunk" and first.priority == 90 and first.source == "wav.hello"
+    assert first.metadata | {"seq": "1"} == {
+        "sample_rate": "16000",
+        "channels": "1",
+        "encoding": "pcm_s16le",
+        "frame_samples": "320",
+        "device": "wav:hello.wav",
+        "seq": "1",
+    }
+    assert all(len(c.payload) == 640 for c in chunks)
+    joined = np.frombuffer(b"".join(c.payload for c in chunks), dtype="<i2")
+    assert np.array_equal(joined[: audio.size], audio)  # the samples themselves, bit for bit
+    assert [int(c.metadata["seq"]) for c in chunks] == list(range(1, n + 1))
+    sub.close()
+
+
+async def test_realtime_playback_takes_as_long_as_the_audio(rt, tmp_path):
+    path = write_wav(tmp_path / "s.wav", silence(0.5))
+    src = WavSource(path, realtime=True, tail_silence_ms=0)
+    t0 = time.monotonic()
+    await _play(rt, src)
+    assert 0.45 <= time.monotonic() - t0 <= 0.9 and src.stats["chunks"] == 25
+
+
+async def test_other_rates_and_stereo_are_converted_to_16k_mono(rt, tmp_path):
+    t = np.arange(22050) / 22050
+    tone = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
+    path = tmp_path / "stereo.wav"
+    with wave.open(str(path), "wb") as wf:
+        wf.setnchannels(2)
+        wf.setsampwidth(2)
+        wf.setframerate(22050)
+        wf.writeframes(np.stack([tone, tone], axis=1).astype("<i2").tobytes())
+    sub = rt.bus.subscribe("audio.mic", qos=QoS.BACKGROUND)
+    await _play(rt, WavSource(path, realtime=False, tail_silence_ms=0))
+    samples = np.frombuffer(b"".join(c.payload for c in _chunks(sub)), dtype="<i2")
+    assert abs(samples.size - 16000) <= 320
+    spectrum = np.abs(np.fft.rfft(samples[:16000].astype(np.float32)))
+    assert abs(int(np.argmax(spectrum)) - 440) <= 2  # still a 440 Hz tone after resampling
+    sub.close()
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda p: p.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk"), "not a readable WAV"),
+        (lambda p: None, "cannot read"),
+        (lambda p: _write_8bit(p), "8-bit samples"),
+    ],
+)
+async def test_a_bad_wav_is_refused_at_start_with_the_reason(rt, tmp_path, make, reason):
+    path = tmp_path / "bad.wav"
+    make(path)
+    src = WavSource(path)
+    src.attach(rt.bus, spawn=rt.spawn)
+    with pytest.raises(UsageError, match=reason):
+        await src.start()
+    assert not src.running
+
+
+def _write_8bit(path):
+    with wave.open(str(path), "wb") as wf:
+        wf.setnchannels(1)
+        wf.setsampwidth(1)
+        wf.setframerate(8000)
+        wf.writeframes(bytes(800))
+
+
+async def test_a_source_outside_a_pipeline_says_so():
+    with pytest.raises(UsageError, match="not attached"):
+        await WavSource("x.wav").start()
+
+
+async def test_stop_mid_file_ends_the_playback_task(rt, tmp_path):
+    path = write_wav(tmp_path / "long.wav", silence(5))
+    src = WavSource(path, realtime=True)
+    src.attach(rt.bus, spawn=rt.spawn)
+    await src.start()
+    await asyncio.sleep(0.1)
+    await src.stop()
+    assert src.finished.done() and src.stats["chunks"] < 50 and not src.running
+
+
+@pytest.mark.skipif(bool(input_devices()), reason="this machine has an input device")
+async def test_no_input_device_is_a_clear_error_and_nothing_starts(rt):
+    mic = MicSource()
+    mic.attach(rt.bus, spawn=rt.spawn)
+    before = threading.active_count()
+    with pytest.raises(UsageError, match="no audio input device"):
+        await mic.start()
+    assert not mic.running and threading.active_count() == before
