@@ -125,9 +125,15 @@ def test_trace_on_collects_spans_of_the_running_runtime_and_off_stops(kernel):
     assert r["stdout"].strip() == "0", r
 
 
-def test_parts_that_land_later_say_so(kernel):
-    mic = kernel.run("%loom mic --device 0")["stderr"]
-    assert "audio extra is not installed" in mic or "not available in this version" in mic
+def test_mic_without_an_input_device_says_to_use_a_wav_and_a_bad_wav_is_named(kernel, tmp_path):
+    kernel.run("%loom start --name magic")
+    r = kernel.run("%loom mic --device 0")
+    assert r["error"] is not None and "no audio input device" in r["error"][1] and "--wav" in r["error"][1], r
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not a wav")
+    r = kernel.run(f"%loom mic --wav {bad}")
+    assert r["error"] is not None and "bad.wav" in r["error"][1], r
+    assert "no voice pipeline is running" in kernel.run("%loom mic stop")["stderr"]
 
 
 def test_stop_is_awaitable_idempotent_and_leaves_no_task(kernel):

@@ -32,7 +32,11 @@ class LoomMagics(Magics):
     @argument(
         "action", choices=["start", "stop", "status", "bridge", "mic", "inspect", "agent", "trace"], help="what to do"
     )
-    @argument("target", nargs="*", help="inspect: bus|agents|context AGENT|traces|topology; agent: NAME; trace: on|off")
+    @argument(
+        "target",
+        nargs="*",
+        help="inspect: bus|agents|context AGENT|traces|topology; agent: NAME; trace: on|off; mic: stop",
+    )
     @argument(
         "--bridge", nargs="?", const=50051, type=int, default=None, metavar="PORT", help="start: serve the bridge"
     )
@@ -52,7 +56,7 @@ class LoomMagics(Magics):
         %loom inspect bus|agents|context AGENT|traces|topology
         %loom bridge [--port P --token T]   serve the gRPC bridge (await the result to wait)
         %loom trace on|off|status   OpenTelemetry spans and metrics (every runtime of this kernel)
-        %loom mic [--device N | --wav FILE]
+        %loom mic [--device N | --wav FILE] | %loom mic stop   the voice pipeline (`voice`), with its panel
         %%loom agent NAME --topics a.b,c.*   (cell defines `async def on_event(ctx, topic, event)`)
         """
         args = parse_argstring(self.loom, line)
@@ -120,13 +124,47 @@ class LoomMagics(Magics):
 
         return track(f"bridge on 127.0.0.1:{port}", serve())
 
-    def _mic(self, args: Any, cell: str | None) -> None:
+    def _mic(self, args: Any, cell: str | None) -> Any:
+        import loom
+
         try:
-            import sounddevice  # noqa: F401
-        except (ImportError, OSError):
-            print("The audio extra is not installed: pip install 'loom-notebook[audio]'", file=sys.stderr)
-            return
-        print("Microphone input is not available in this version of Loom yet.", file=sys.stderr)
+            rt = loom.current()
+        except NoRuntime:
+            raise IPythonUsageError("start the runtime first: %loom start") from None
+        voice = self.shell.user_ns.get("voice")
+        if args.target == ["stop"]:
+            if voice is None or not getattr(voice, "running", False):
+                print("no voice pipeline is running", file=sys.stderr)
+                return None
+            return track("stopping the voice pipeline", voice.stop())
+        if args.target:
+            raise IPythonUsageError("%loom mic [--device N | --wav FILE] | %loom mic stop")
+        if voice is not None and getattr(voice, "running", False):
+            print("a voice pipeline is already running: %loom mic stop first", file=sys.stderr)
+            return None
+        try:
+            from loom.audio.pcm import read_wav
+            from loom.audio.pipeline import VoicePipeline
+            from loom.audio.sources import MicSource, WavSource, input_devices
+        except ImportError as exc:
+            raise IPythonUsageError(
+                f"the audio extra is not installed ({exc}): pip install 'loom-notebook[audio]'"
+            ) from None
+        if args.wav:
+            read_wav(args.wav)  # a bad file is said here and now, not from the background
+            source: Any = WavSource(args.wav, realtime=True)
+        else:
+            if not input_devices():
+                raise IPythonUsageError(
+                    "no audio input device (PortAudio lists none): use %loom mic --wav FILE on this machine"
+                )
+            source = MicSource(device=args.device)
+        from loom.notebook.voice_panel import VoicePanel
+
+        pipeline = VoicePipeline(rt, source=source)
+        self.shell.user_ns["voice"] = pipeline
+        self.shell.user_ns["voice_start"] = track("voice pipeline", pipeline.start())
+        return VoicePanel(pipeline)
 
     # -- telemetry -----------------------------------------------------------------------
     def _trace(self, args: Any, cell: str | None) -> Any:
