@@ -70,10 +70,10 @@ function render({ model, el }) {
     tables.replaceChildren();
     const lat = model.get("latency") || [];
     tables.append(h("div", "loom-subhead", "delivery latency (sampled, µs)" +
-      (cur.latency_p50_us !== undefined ? ` · p50 ${cur.latency_p50_us} · worst p99 ${cur.latency_p99_us}` : " · no samples yet")));
+      (cur.latency_p50_us !== undefined ? ` · p50 ${cur.latency_p50_us} · worst p99 ${cur.latency_p99_us}` : " · no samples outside the inspectors yet")));
     if (lat.length) {
       tables.append(table("loom-latency", ["subscription", "patterns", "qos", "p50", "p99", "samples"],
-        lat.map((r) => [r.subscription, r.patterns, r.qos, r.p50_us, r.p99_us, r.samples])));
+        lat.map((r) => [r.subscription + (r.observer ? " (inspector, polled)" : ""), r.patterns, r.qos, r.p50_us, r.p99_us, r.samples])));
     }
     const drops = model.get("drops") || [];
     tables.append(h("div", "loom-subhead", `drops by reason (${drops.reduce((a, d) => a + d.count, 0)})`));

@@ -34,8 +34,8 @@ function render({ model, el }) {
     svg.replaceChildren();
     const defs = s("defs", {});
     for (const kind of ["publish", "subscribe"]) {
-      const m = s("marker", { id: `loom-arrow-${kind}`, viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 5,
-        markerHeight: 5, orient: "auto-start-reverse", markerUnits: "strokeWidth" });
+      const m = s("marker", { id: `loom-arrow-${kind}`, viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 8,
+        markerHeight: 8, orient: "auto-start-reverse", markerUnits: "userSpaceOnUse" });
       m.append(s("path", { d: "M 0 0 L 10 5 L 0 10 z", class: `loom-arrow-${kind}` }));
       defs.append(m);
     }

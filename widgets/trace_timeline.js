@@ -86,10 +86,12 @@ function render({ model, el }) {
       g.append(s("text", { x: 4, y: y0 + laneH - 4, class: "loom-lane-label" }, lane.name.slice(0, 22)));
       svg.append(g);
     });
-    for (const it of items) {
+    // longest first: a short span is drawn over a long neighbour in its row, so it stays clickable
+    const drawn = items.slice().sort((a, b) => (b.end - b.start) - (a.end - a.start));
+    for (const it of drawn) {
       const y0 = laneTop[it.lane] + it.row * laneH;
       const x0 = x(it.start);
-      const w = Math.max(2, x(it.end) - x0);
+      const w = Math.max(3, x(it.end) - x0);
       const g = s("g", { class: "loom-span-g", "data-span-id": it.id, "data-depth": it.depth, "data-name": it.name, "data-label": it.label });
       const cls = `loom-span loom-span-${it.status}` + (it.id === chosen ? " loom-span-chosen" : "");
       const bar = s("rect", { x: x0, y: y0 + 1, width: w, height: laneH - 3, class: cls, rx: 2 });

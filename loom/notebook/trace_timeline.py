@@ -104,6 +104,8 @@ def timeline_model(
         is_agent[lane] = is_agent.get(lane, False) or lane in known or s.name == "handle"
     t0 = min((s.start_ns for s in shown), default=0)
     t1 = max((s.end_ns for s in shown), default=t0)
+    # a bar is at least 1/250 of the axis wide: spans closer than that share no row, so none hides another
+    least = max(1, (t1 - t0) // 250)
     rows: dict[str, list[list[tuple[int, int]]]] = {}  # lane -> row -> busy intervals
     row_of: dict[str, int] = {}
     items = []
@@ -111,11 +113,12 @@ def timeline_model(
         parent = lane_parent(s)
         row = row_of[parent] + 1 if parent in row_of else 0
         lane_rows = rows.setdefault(_lane(s), [])
-        while row < len(lane_rows) and any(a < s.end_ns and s.start_ns < b for a, b in lane_rows[row]):
+        end = max(s.end_ns, s.start_ns + least)
+        while row < len(lane_rows) and any(a < end and s.start_ns < b for a, b in lane_rows[row]):
             row += 1  # an unrelated span overlaps here (two handlers at once): the next free row
         while len(lane_rows) <= row:
             lane_rows.append([])
-        lane_rows[row].append((s.start_ns, max(s.end_ns, s.start_ns + 1)))
+        lane_rows[row].append((s.start_ns, end))
         row_of[s.span_id] = row
         items.append(
             {
@@ -194,6 +197,8 @@ class TraceTimeline(Inspector):
         self._spans: list[Any] = []
         super().__init__(rt, title="Loom traces", interval=interval, linked=bus_inspector is not None, **kw)
         self.observe(self._on_select, names=["selected"])
+        # the filter redraws at once (also once the runtime, and so the refresh task, has stopped)
+        self.observe(lambda change: self.flush(), names=["trace"])
         self.on_msg(self._on_front_end)
 
     # -- where the spans are -------------------------------------------------------------
