@@ -13,5 +13,6 @@ from __future__ import annotations
 
 from loom.audio.stage import Stage
 from loom.audio.topics import AudioTopics
+from loom.audio.vad import VadGate
 
-__all__ = ["AudioTopics", "Stage"]
+__all__ = ["AudioTopics", "Stage", "VadGate"]
