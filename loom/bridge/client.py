@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from loom._supervisor import Supervisor
@@ -27,6 +27,7 @@ from loom.bridge.inbound import Inbound
 from loom.bridge.local import is_loopback, open_local_stream
 from loom.bridge.outbox import Outbox
 from loom.bridge.remote import answer_action_call, capability_descriptors, forward_action
+from loom.bridge.sending import Publishing
 from loom.errors import BrokenError, LoomError, NoSubscribers
 from loom.events.bus import EventBus
 from loom.events.event import Event
@@ -46,7 +47,7 @@ _END = None  # ends the writer of the current stream
 _hub_note = lambda topic: not topic.endswith(".state")  # noqa: E731 - its subscribers are unknown here; no state snapshots
 
 
-class BridgeTransport:
+class BridgeTransport(Publishing):
     """Connects one :class:`~loom.Agent` to a bridge at ``address`` (``host:port``).
 
     When the address is a loopback one and the bridge offers a same-host stream
@@ -141,7 +142,7 @@ class BridgeTransport:
             self._channel = None
         await self.bus.aclose()
 
-    # -- Link ----------------------------------------------------------------------------
+    # -- Link (publish, send, request, publish_nowait: loom/bridge/sending.py) -------------
     def subscribe(self, patterns: str | Iterable[str], **options: Any) -> Subscription:
         return self.bus.subscribe(patterns, **options)
 
@@ -151,46 +152,6 @@ class BridgeTransport:
             return  # not registered yet (the registration carries the patterns), or leaving
         msg = bridge_pb2.Subscription(topic=pattern)
         self._send(bridge_pb2.ClientEvent(subscribe=msg) if present else bridge_pb2.ClientEvent(unsubscribe=msg))
-
-    def publish(self, topic: str, event: Event) -> Awaitable[int]:
-        return self._publish(bridge_pb2.Publish(topic=topic, event=event.to_proto()), now=False)
-
-    def send(self, topic: str, event: Event) -> Awaitable[int]:
-        return self._publish(bridge_pb2.Publish(topic=topic, event=event.to_proto()), now=True)
-
-    def request(self, topic: str, event: Event) -> Awaitable[int]:
-        # The hub answers err NO_SUBSCRIBERS when nothing subscribes (see _on_error).
-        return self._publish(bridge_pb2.Publish(topic=topic, event=event.to_proto(), expect_reply=True), now=True)
-
-    def unrouted(self, topic: str) -> bool:
-        return False  # not known here: the hub tells the request's collector (NO_SUBSCRIBERS)
-
-    async def _publish(self, msg: Any, *, now: bool) -> int:
-        if msg.ByteSize() > self.max_message_bytes - 1024:
-            raise LoomError(f"event {msg.event.id} is {msg.ByteSize()} bytes: over the bridge's message limit")
-        queue, stream = self._outbound, self._stream
-        if now and stream is not None and self.connected.is_set() and not self._wlock.locked() and queue.empty():
-            # A request or a reply (someone awaits it) on an idle stream: written here and now, not
-            # one task hop later by the writer. Plain emits keep to the queue, where they batch.
-            async with self._wlock:
-                try:
-                    await stream.write(bridge_pb2.ClientEvent(publish=msg))
-                    return 1
-                except (grpc.aio.AioRpcError, asyncio.InvalidStateError, ConnectionError):
-                    pass  # the stream just broke: the message waits for the next one instead
-        await queue.put(msg)  # waits for room: a fast publisher is paced by the stream, never dropped
-        return 1  # the hub publishes asynchronously: deliveries are not known here
-
-    def publish_nowait(self, topic: str, event: Event) -> int:
-        try:
-            self._outbound.put_nowait(bridge_pb2.Publish(topic=topic, event=event.to_proto()))
-        except asyncio.QueueFull:
-            self._count("queue_full")
-            return 0
-        return 1
-
-    def _count(self, reason: str, n: int = 1) -> None:
-        self.dropped[reason] = self.dropped.get(reason, 0) + n
 
     async def invoke(
         self,
@@ -203,7 +164,14 @@ class BridgeTransport:
     ) -> ToolResult:
         with self._supervisor.guard():
             return await forward_action(
-                self._stub, self._metadata, name, args, version=version, timeout=timeout, caller=caller or self.sender
+                self._stub,
+                self._metadata,
+                name,
+                args,
+                version=version,
+                timeout=timeout,
+                caller=caller or self.sender,
+                instruments=self.instruments,
             )
 
     # -- connection ----------------------------------------------------------------------
@@ -395,6 +363,5 @@ class BridgeTransport:
     async def _answer(self, call: Any) -> None:
         agent = self._agent
         assert agent is not None
-        self._send(
-            bridge_pb2.ClientEvent(action_result=await answer_action_call(agent.agent_id, agent.capabilities, call))
-        )
+        result = await answer_action_call(agent.agent_id, agent.capabilities, call, self.instruments)
+        self._send(bridge_pb2.ClientEvent(action_result=result))

@@ -13,10 +13,23 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-__all__ = ["PREFACE", "FrameError", "FrameStream"]
+__all__ = ["PREFACE", "ByteCount", "FrameError", "FrameStream"]
 
 PREFACE = b"LOOM-STREAM/1\n"
 _HEADER = struct.Struct(">I")
+
+
+class ByteCount:
+    """Bytes in and out, added to by the streams and RPCs that share it (a bridge's ``loom.bridge.bytes``)."""
+
+    __slots__ = ("inbound", "outbound")
+
+    def __init__(self) -> None:
+        self.inbound = 0
+        self.outbound = 0
+
+    def observe(self) -> list[tuple[float, dict[str, str]]]:
+        return [(self.inbound, {"loom.direction": "in"}), (self.outbound, {"loom.direction": "out"})]
 
 
 class FrameError(ConnectionError):
@@ -34,10 +47,19 @@ class FrameStream:
     ``cancel``, async iteration), so both ends drive either transport with the same code.
     """
 
-    __slots__ = ("_drain", "_high", "_parse", "_reader", "_transport", "_writer", "max_bytes", "peer")
+    __slots__ = ("_drain", "_high", "_parse", "_reader", "_transport", "_writer", "count", "max_bytes", "peer")
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, parse: Any, max_bytes: int) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        parse: Any,
+        max_bytes: int,
+        count: ByteCount | None = None,
+    ) -> None:
         self._reader, self._writer = reader, writer
+        # Frame bytes in and out (length prefix included): the hub's loom.bridge.bytes counts them.
+        self.count = count if count is not None else ByteCount()
         self._transport = writer.transport
         self._drain = writer.drain
         self._high = self._transport.get_write_buffer_limits()[1]
@@ -66,6 +88,7 @@ class FrameStream:
             data = await self._reader.readexactly(size)
         except asyncio.IncompleteReadError:
             raise FrameError("the stream ended inside a frame") from None
+        self.count.inbound += size + 4
         msg = (parse or self._parse)()
         try:
             msg.ParseFromString(data)
@@ -97,6 +120,7 @@ class FrameStream:
         if self._transport.is_closing():
             raise FrameError("the stream is closed")
         self._transport.write(frame)
+        self.count.outbound += len(frame)
         await self._drain()
 
     def _frame(self, msg: Any) -> bytes | None:
@@ -113,6 +137,7 @@ class FrameStream:
         if frame is None:
             return False  # the writer task raises for it
         t.write(frame)
+        self.count.outbound += len(frame)
         return True
 
     def write_nowait(self, msg: Any) -> None:
@@ -120,6 +145,7 @@ class FrameStream:
         frame = self._frame(msg)
         if frame is not None and not self._transport.is_closing():
             self._transport.write(frame)
+            self.count.outbound += len(frame)
 
     def write_raw(self, data: bytes) -> None:
         """Bytes as they are (the preface)."""

@@ -93,7 +93,7 @@ class LocalStreamServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         b = self.bridge
-        stream = FrameStream(reader, writer, bridge_pb2.ClientEvent, b.max_message_bytes)
+        stream = FrameStream(reader, writer, bridge_pb2.ClientEvent, b.max_message_bytes, b.bytes)
         self._streams[stream] = asyncio.current_task()  # type: ignore[assignment]
         try:
             try:

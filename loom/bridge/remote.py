@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from loom.bridge._grpc import grpc
 from loom.bridge._pb.loom.v1 import action_pb2
+from loom.bridge.observed import hop
 from loom.errors import ToolError
 from loom.events.event import new_event_id
 from loom.tools.result import ErrorCode, ToolResult, ToolStatus
@@ -17,6 +18,7 @@ from loom.tools.result import ErrorCode, ToolResult, ToolStatus
 if TYPE_CHECKING:
     from loom.bridge.server import BridgeServer
     from loom.sdk.capability import Capability
+    from loom.telemetry.seam import Instruments
 
 __all__ = [
     "RemoteTool",
@@ -89,8 +91,15 @@ class RemoteTool:
             correlation_id="",
         )
         call.correlation_id = call.id
+        inst = self.server.instruments
         try:
-            result = await self.server.push_action_call(self.agent_id, call)
+            if inst.tracer is None:
+                result = await self.server.push_action_call(self.agent_id, call)
+            else:  # the call carries the bridge.forward span's keys: the agent's answer continues the trace
+                with hop(inst, "bridge.forward", self.agent_id, None, **{"loom.tool": self.name}) as span:
+                    inst.inject(call.headers)  # type: ignore[arg-type] - a protobuf map takes item assignment
+                    result = await self.server.push_action_call(self.agent_id, call)
+                    _status(span, result)
         except ConnectionError as exc:
             raise ToolError(ErrorCode.PROVIDER_UNAVAILABLE, self.name, str(exc)) from None
         if result.status != action_pb2.ACTION_OK:
@@ -117,9 +126,25 @@ def capability_descriptors(capabilities: Sequence[Capability]) -> list[Any]:
     ]
 
 
-async def answer_action_call(agent_id: str, capabilities: Sequence[Capability], call: Any) -> Any:
+def _status(span: Any, result: Any) -> None:
+    if result.status != action_pb2.ACTION_OK:
+        span.set("loom.status", result.error.code or action_pb2.ActionStatus.Name(result.status))
+        span.fail(f"{result.error.code}: {result.error.message}")
+    else:
+        span.set("loom.status", "ok")
+
+
+async def answer_action_call(
+    agent_id: str, capabilities: Sequence[Capability], call: Any, instruments: Instruments | None = None
+) -> Any:
     """Run the capability an ActionCall names and return its ActionResult: never raises, every
-    failure (unknown capability, bad arguments, the capability's own error) is in the result."""
+    failure (unknown capability, bad arguments, the capability's own error) is in the result.
+    With telemetry on, in a ``bridge.receive`` span continuing the trace keys in the call's headers."""
+    if instruments is not None and instruments.tracer is not None:
+        with hop(instruments, "bridge.receive", agent_id, call.headers, **{"loom.tool": call.capability}) as span:
+            result = await answer_action_call(agent_id, capabilities, call)
+            _status(span, result)
+            return result
     cap = next((c for c in capabilities if c.name == call.capability), None)
     result = action_pb2.ActionResult(id=call.id, status=action_pb2.ACTION_OK)
     try:
@@ -149,8 +174,22 @@ async def forward_action(
     version: str | None,
     timeout: float | None,
     caller: str,
+    instruments: Instruments | None = None,
+    trace: Mapping[str, str] | None = None,
 ) -> ToolResult:
-    """Invoke tool ``name`` of the hub through ForwardAction; every failure is in the result."""
+    """Invoke tool ``name`` of the hub through ForwardAction; every failure is in the result. With
+    telemetry on, in a ``bridge.send`` span whose keys the call's headers carry (``trace``)."""
+    if instruments is not None and instruments.tracer is not None:
+        with hop(instruments, "bridge.send", caller, None, **{"loom.tool": name}) as span:
+            keys: dict[str, str] = {}
+            instruments.inject(keys)
+            result = await forward_action(
+                stub, metadata, name, args, version=version, timeout=timeout, caller=caller, trace=keys
+            )
+            span.set("loom.status", "ok" if result.error is None else result.error.code)
+            if result.error is not None:
+                span.fail(f"{result.error.code}: {result.error.message}")
+            return result
     timeout = 30.0 if timeout is None else timeout
     call = action_pb2.ActionCall(
         id=new_event_id(),
@@ -158,7 +197,7 @@ async def forward_action(
         version=version or "",
         timeout_ms=int(timeout * 1000),
         payload=json.dumps(dict(args)).encode(),
-        headers={"sender": caller},
+        headers={**trace, "sender": caller} if trace else {"sender": caller},
     )
     call.correlation_id = call.id
     try:

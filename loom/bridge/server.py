@@ -15,14 +15,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from loom.bridge._grpc import TUNED, grpc
 from loom.bridge._pb.loom.v1 import action_pb2, bridge_pb2, bridge_pb2_grpc
 from loom.bridge.auth import TokenInterceptor
 from loom.bridge.connection import Connection
-from loom.bridge.framing import FrameError
+from loom.bridge.framing import ByteCount, FrameError
 from loom.bridge.local import LocalStreamServer, is_loopback
+from loom.bridge.observed import add_counted_servicer, hop
 from loom.bridge.remote import RemoteTool, action_result_from
 from loom.bridge.session import Session
 from loom.errors import InvalidTopic, RuntimeStopped, StreamRefused, UsageError
@@ -106,6 +108,8 @@ class BridgeServer:
             LocalStreamServer(self, host if is_loopback(host) else "127.0.0.1") if local_stream else None
         )
         self.features = dict(FEATURES)
+        self.instruments = bus.instruments  # the runtime's: bridge spans and metrics report there
+        self.bytes = ByteCount()  # every stream and RPC adds to it (loom.bridge.bytes)
 
     @property
     def address(self) -> str:
@@ -128,7 +132,7 @@ class BridgeServer:
         ]
         interceptors = [TokenInterceptor(self.token)] if self.token else []
         server = grpc.aio.server(options=options, interceptors=interceptors)
-        bridge_pb2_grpc.add_BridgeServicer_to_server(_Servicer(self), server)
+        add_counted_servicer(_Servicer(self), server, self.bytes)
         try:
             bound = server.add_insecure_port(f"{self.host}:{self.port}")
         except RuntimeError as exc:
@@ -145,13 +149,20 @@ class BridgeServer:
             except OSError as exc:  # gRPC alone still serves everyone
                 log.warning("no same-host stream (%s); agents on this host use gRPC", exc)
                 self.local = None
+        self.instruments.observe("loom.bridge.connections", self._observe_connections)
+        self.instruments.observe("loom.bridge.bytes", self.bytes.observe)
         log.info("bridge serving on %s", self.address)
         return bound
+
+    def _observe_connections(self) -> list[tuple[float, dict[str, str]]]:
+        return [(len(self.connections), {})]
 
     async def stop(self, grace: float = 1.0) -> None:
         """Close every stream and session (what they held is counted dropped ``closed``) and the
         port. Idempotent."""
         server, self._server = self._server, None
+        self.instruments.forget("loom.bridge.connections", self._observe_connections)
+        self.instruments.forget("loom.bridge.bytes", self.bytes.observe)
         for session in list(self.by_agent.values()):
             session.close(DropReason.CLOSED)
         self.features.pop("local_stream", None)
@@ -329,18 +340,26 @@ class _Servicer(bridge_pb2_grpc.BridgeServicer):
         timeout = request.timeout_ms / 1000 if request.timeout_ms > 0 else None
         headers = dict(request.headers)
         caller = headers.get("sender") or headers.get("x-agent-id", "bridge")
+        inst = self.s.instruments
         try:
-            result = await self.s.tools.invoke(
-                request.capability,
-                args,
-                version=request.version or None,
-                timeout=timeout,
-                call_id=request.id or None,
-                caller=caller,
-            )
+            if inst.tracer is None:
+                result = await self._invoke(request, args, timeout, caller)
+            else:  # the caller's bridge.send span (its keys in the headers) continues here
+                with hop(inst, "bridge.receive", caller, headers, **{"loom.tool": request.capability}):
+                    result = await self._invoke(request, args, timeout, caller)
         except RuntimeStopped as exc:
             return _action_error(request.id, "PROVIDER_UNAVAILABLE", str(exc))
         return action_result_from(result, request.id)
+
+    def _invoke(self, request: Any, args: Any, timeout: float | None, caller: str) -> Awaitable[Any]:
+        return self.s.tools.invoke(
+            request.capability,
+            args,
+            version=request.version or None,
+            timeout=timeout,
+            call_id=request.id or None,
+            caller=caller,
+        )
 
     async def EventStream(self, request_iterator: Any, context: Any) -> None:  # noqa: N802
         s = self.s

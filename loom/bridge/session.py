@@ -20,6 +20,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from loom.bridge._pb.loom.v1 import bridge_pb2
+from loom.bridge.observed import hop, traced_copy
 from loom.bridge.outbox import Outbox
 from loom.errors import InvalidTopic, LoomError, SubscriptionClosed
 from loom.events.event import Event
@@ -58,6 +59,7 @@ class Session:
         self._forwarder: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._matches: dict[str, tuple[str, ...]] = {}  # concrete topic -> patterns (per-pattern mode)
+        self._inst = server.instruments
 
     @property
     def holding(self) -> bool:
@@ -96,7 +98,11 @@ class Session:
             self._matches.clear()
 
     def _messages(self, topic: str, event: Event) -> list[Any]:
-        """The Delivery messages one event becomes for this agent."""
+        """The Delivery messages one event becomes for this agent (with telemetry on, the event
+        carries a ``bridge.forward`` span's keys: the agent's local publish, then its handling,
+        continue the trace under it)."""
+        if self._inst.tracer is not None:
+            event = traced_copy(self._inst, "bridge.forward", self.agent_id, topic, event)
         proto = event.to_proto()
         if self.once:
             return [bridge_pb2.Delivery(topic=topic, event=proto, concrete_topic=topic)]
@@ -258,7 +264,11 @@ class Session:
         bus = self.server.bus
         try:
             event = Event.from_proto(pub.event)
-            delivered = await bus.publish(pub.topic, event, timeout=self.server.stall_timeout)
+            if self._inst.tracer is None:
+                delivered = await bus.publish(pub.topic, event, timeout=self.server.stall_timeout)
+            else:  # continues the agent's bridge.send span; the hub's publish span is this one's child
+                with hop(self._inst, "bridge.receive", self.agent_id, event.metadata, **_about(pub.topic, event)):
+                    delivered = await bus.publish(pub.topic, event, timeout=self.server.stall_timeout)
         except (LoomError, ValueError, TypeError) as exc:
             stream.send_error("INVALID_ARGUMENT", f"publish to {pub.topic!r} refused: {exc}")
             return
@@ -286,6 +296,10 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<Session {self.agent_id} {self.describe()['state']} {len(self.patterns)} patterns>"
+
+
+def _about(topic: str, event: Event) -> dict[str, str]:
+    return {"loom.topic": topic, "loom.event.type": event.type, "loom.event.id": event.id}
 
 
 def _now_ms() -> int:
