@@ -69,18 +69,16 @@ def timeline_model(
 ) -> dict[str, Any]:
     """What the widget draws, from :class:`SpanRecord` s: ``items`` (ms from the first span),
     ``lanes`` (agents first, then parts), ``ticks`` and ``traces`` (for the trace filter)."""
-    traces: dict[str, dict[str, Any]] = {}
+    traces: dict[str, list[Any]] = {}  # trace id -> [start, end, spans, errors, root span]
     for s in spans:
         t = traces.get(s.trace_id)
         if t is None:
-            t = traces[s.trace_id] = {"id": s.trace_id, "start_ns": s.start_ns, "end_ns": s.end_ns, "spans": 0}
-            t.update(errors=0, root="")
-        t["start_ns"] = min(t["start_ns"], s.start_ns)
-        t["end_ns"] = max(t["end_ns"], s.end_ns)
-        t["spans"] += 1
-        t["errors"] += s.status == "error"
-        if s.parent_span_id is None or not t["root"]:
-            t["root"] = f"{_label(s)} ({_lane(s)})"
+            t = traces[s.trace_id] = [s.start_ns, s.end_ns, 0, 0, s]
+        t[0], t[1] = min(t[0], s.start_ns), max(t[1], s.end_ns)
+        t[2] += 1
+        t[3] += s.status == "error"
+        if s.parent_span_id is None:
+            t[4] = s
     shown = [s for s in spans if not trace or s.trace_id == trace][-max_spans:]
     by_id = {s.span_id: s for s in shown}
 
@@ -106,7 +104,7 @@ def timeline_model(
     t1 = max((s.end_ns for s in shown), default=t0)
     # a bar is at least 1/250 of the axis wide: spans closer than that share no row, so none hides another
     least = max(1, (t1 - t0) // 250)
-    rows: dict[str, list[list[tuple[int, int]]]] = {}  # lane -> row -> busy intervals
+    rows: dict[str, list[int]] = {}  # lane -> row -> where its last span ends (spans come in start order)
     row_of: dict[str, int] = {}
     items = []
     for s in sorted(shown, key=lambda s: (s.start_ns, -(s.end_ns - s.start_ns))):
@@ -114,11 +112,11 @@ def timeline_model(
         row = row_of[parent] + 1 if parent in row_of else 0
         lane_rows = rows.setdefault(_lane(s), [])
         end = max(s.end_ns, s.start_ns + least)
-        while row < len(lane_rows) and any(a < end and s.start_ns < b for a, b in lane_rows[row]):
+        while row < len(lane_rows) and lane_rows[row] > s.start_ns:
             row += 1  # an unrelated span overlaps here (two handlers at once): the next free row
         while len(lane_rows) <= row:
-            lane_rows.append([])
-        lane_rows[row].append((s.start_ns, end))
+            lane_rows.append(0)
+        lane_rows[row] = max(lane_rows[row], end)
         row_of[s.span_id] = row
         items.append(
             {
@@ -137,15 +135,16 @@ def timeline_model(
         )
     order = sorted(rows, key=lambda lane: (not is_agent[lane], _PARTS.index(lane) if lane in _PARTS else 99, lane))
     lanes = [{"name": lane, "kind": "agent" if is_agent[lane] else "part", "rows": len(rows[lane])} for lane in order]
-    trace_list = [
+    trace_list = [  # the newest 200 only: a filter of thousands of entries helps nobody
         {
-            "id": t["id"],
-            "label": f"{time.strftime('%H:%M:%S', time.localtime(t['start_ns'] / 1e9))} {t['root']} · "
-            f"{t['spans']} spans · {(t['end_ns'] - t['start_ns']) / 1e6:.1f} ms"
-            + (f" · {t['errors']} errors" if t["errors"] else ""),
+            "id": tid,
+            "label": f"{time.strftime('%H:%M:%S', time.localtime(start / 1e9))} {_label(root)} ({_lane(root)}) · "
+            f"{n} spans · {(end - start) / 1e6:.1f} ms" + (f" · {errors} errors" if errors else ""),
         }
-        for t in traces.values()
+        for tid, (start, end, n, errors, root) in list(traces.items())[-200:]
     ]
+    if trace and trace in traces and all(t["id"] != trace for t in trace_list):
+        trace_list.insert(0, {"id": trace, "label": f"{trace[:8]}… (older)"})  # the chosen one stays choosable
     span_ms = (t1 - t0) / 1e6
     return {
         "items": items,
@@ -187,7 +186,7 @@ class TraceTimeline(Inspector):
         *,
         bus_inspector: Any = None,
         max_spans: int = 1000,
-        interval: float = 0.25,
+        interval: float = 0.5,
         **kw: Any,
     ) -> None:
         self.collector = collector
