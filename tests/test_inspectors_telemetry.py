@@ -239,3 +239,19 @@ async def test_metrics_view_rates_drops_latency_mailboxes_and_tools(rt):
     assert "published/s" in view._static_html() and view.figure().axes
     slow.close()
     view.close()
+
+
+async def test_metrics_view_shows_llm_tokens_per_provider_and_model_while_telemetry_is_on(rt, collector, server):
+    from loom.cognitive import LLMClient, LLMConfig
+    from tests.peers.scripted_openai import text
+
+    server.push(text("Paris.", usage=(21, 8)), text("Rome.", usage=(19, 4)))
+    llm = LLMClient(LLMConfig(name="metrics-scripted", base_url=server.base_url, api_key="k", model="metrics-m"))
+    for question in ("Capital of France?", "Capital of Italy?"):
+        await llm.chat([{"role": "user", "content": question}])
+    await llm.aclose()
+    view = MetricsView(rt)
+    row = next(r for r in view.llm if (r["provider"], r["model"]) == ("metrics-scripted", "metrics-m"))
+    assert (row["calls"], row["input"], row["output"]) == (2, 40, 12) and row["mean_ms"] > 0
+    assert "metrics-scripted" in view._static_html()
+    view.close()
