@@ -64,6 +64,8 @@ class Loom:
             omitted, ``$LOOM_MCP_SERVERS`` is used if set.
         record: a SQLite file to record bus traffic into (``rt.recorder``, a :class:`loom.store.Recorder`).
         record_topics: the patterns ``record`` keeps (default everything).
+        cluster: NATS server URL(s) to join at start (see :meth:`join_cluster`; needs the ``nats`` extra).
+        cluster_topics: the patterns both exported to and imported from the cluster (default everything).
 
     Attributes:
         bus: the :class:`EventBus`.
@@ -89,6 +91,8 @@ class Loom:
         mcp_servers: Any = None,
         record: str | Path | None = None,
         record_topics: Iterable[str] = (">",),
+        cluster: str | list[str] | None = None,
+        cluster_topics: Iterable[str] = (">",),
     ) -> None:
         if not isinstance(name, str) or not name:
             raise UsageError(f"Loom name must be a non-empty str, got {name!r}")
@@ -125,6 +129,11 @@ class Loom:
         self.agents = self._adopt(AgentRuntime(self.link, store=store, directory=self.directory), "agents")
         self.bridge: Any = None  # the BridgeServer, once start_bridge() ran
         self.llm: Any = None  # the ModelRouter, once add_llm() ran
+        self.cluster: Any = None  # the ClusterLink, once joined (cluster= or join_cluster())
+        if cluster is not None:  # adopted last: it closes first, before the agents it serves
+            topics = list(cluster_topics)
+            link = self._cluster_link(cluster, topics, topics)
+            self.cluster = self._adopt(link, "cluster", link.start)
 
     def _adopt(self, component: T, name: str, start: Callable[[], Awaitable[Any]] | None = None) -> T:
         if not callable(getattr(component, "aclose", None)):
@@ -285,6 +294,30 @@ class Loom:
         if server is not None:
             self._drop(server)
             await server.aclose()
+
+    # -- cluster -------------------------------------------------------------------------
+    async def join_cluster(
+        self, url: str | list[str], *, export: Iterable[str] = (">",), import_: Iterable[str] = (">",), **options: Any
+    ) -> Any:
+        """Share this runtime's bus through NATS (docs/scale-out.md): events on ``export`` patterns go to the
+        cluster, events from it on ``import_`` patterns are published here. ``options`` go to
+        :class:`loom.cluster.ClusterLink` (``node``, ``durable``, ``directory``) and on to ``nats.connect``
+        (credentials, TLS). Returns the link (also ``rt.cluster``).
+
+        Raises:
+            UsageError: already joined. ClusterUnavailable: no server answered (the message says how to start one).
+        """
+        if self.cluster is not None:
+            raise UsageError(f"runtime {self.name!r} already joined the cluster at {self.cluster.servers}")
+        link = self._cluster_link(url, export, import_, **options)
+        self.cluster = await self.add_component(link, name="cluster")
+        return link
+
+    def _cluster_link(self, url: Any, export: Iterable[str], import_: Iterable[str], **options: Any) -> Any:
+        from loom.cluster import build_link  # the nats extra loads only for a runtime that joins
+
+        parts = {"bus": self.bus, "instruments": self.instruments, "spawn": self._supervisor.spawn}
+        return build_link(url, export, import_, **parts, directory=self.directory, tools=self.tools, **options)
 
     # -- models --------------------------------------------------------------------------
     async def add_llm(self, *providers: Any, **router_options: Any) -> Any:

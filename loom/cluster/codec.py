@@ -1,0 +1,100 @@
+"""Event ⇄ NATS message: the ``loom.v1.Event`` protobuf as the body, envelope keys as NATS headers.
+
+The body is the bridge's wire format, so any ``loom.v1`` peer can read it. The envelope keys
+(thread, correlation, sender, reply_to, hop budget, trace keys) travel as headers so NATS tools
+(``nats sub --headers``, server-side tracing) can see a conversation without decoding the body;
+they are taken out of the body's metadata, never carried twice. An event without envelope keys
+(most bus traffic) has no headers at all: headers cost the client a parse per message.
+
+The sender's node id rides in the body's metadata as ``loom.origin``: an event that came from the
+cluster keeps it, which is how a link knows not to export it again (no echo, no loop).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loom.errors import LoomError
+from loom.events.event import Event
+
+__all__ = ["ENVELOPE_HEADERS", "ORIGIN_KEY", "NotALoomEvent", "decode", "encode", "origin_of"]
+
+ORIGIN_KEY = "loom.origin"
+"""Metadata key naming the runtime (node id) an event was first published in."""
+
+ENVELOPE_HEADERS = frozenset(
+    ("thread_id", "correlation_id", "sender", "reply_to", "ttl", "hop", "ts", "trace_id", "span_id", "trace_flags")
+)
+
+_pb: Any = None
+
+
+def _event_pb() -> Any:
+    global _pb
+    if _pb is None:  # the generated module is imported once, on first use (the package imports light)
+        from loom.bridge._pb.loom.v1 import event_pb2
+
+        _pb = event_pb2.Event
+    return _pb
+
+
+class NotALoomEvent(LoomError):
+    """A message on an imported subject that is not a ``loom.v1.Event`` (counted and skipped)."""
+
+
+def encode(event: Event, origin: str) -> tuple[bytes, dict[str, str] | None]:
+    """``event`` as a NATS body and headers (``None`` when it has no envelope keys)."""
+    headers: dict[str, str] | None = None
+    body_md: dict[str, str] = {}
+    for key, value in event.metadata.items():
+        # A CR or LF would end the header line early: such values stay in the body.
+        if key in ENVELOPE_HEADERS and "\r" not in value and "\n" not in value:
+            if headers is None:
+                headers = {}
+            headers[key] = value
+        else:
+            body_md[key] = value
+    if ORIGIN_KEY not in body_md:
+        body_md[ORIGIN_KEY] = origin
+    msg = _event_pb()(
+        id=event.id,
+        type=event.type,
+        timestamp_ms=event.timestamp_ms,
+        source=event.source,
+        metadata=body_md,
+        payload=event.payload,
+        confidence=event.confidence,
+        tags=event.tags,
+        priority=event.priority,
+    )
+    return msg.SerializeToString(), headers
+
+
+def decode(data: bytes, headers: dict[str, str] | None) -> Event:
+    """The event a NATS message carries (envelope headers folded back into its metadata).
+
+    Raises:
+        NotALoomEvent: the body is not a ``loom.v1.Event`` with an id and a type.
+    """
+    msg = _event_pb()()
+    try:
+        msg.ParseFromString(data)
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends: not our format
+        raise NotALoomEvent(f"not a loom.v1.Event: {exc}") from None
+    if not msg.id or not msg.type:  # random bytes may parse as unknown fields; an event has both
+        raise NotALoomEvent("not a loom.v1.Event: no id or type")
+    try:
+        event = Event.from_proto(msg)
+    except LoomError as exc:
+        raise NotALoomEvent(str(exc)) from None
+    if headers:
+        md = event.metadata
+        for key, value in headers.items():
+            if key in ENVELOPE_HEADERS:
+                md[key] = value
+    return event
+
+
+def origin_of(event: Event) -> str:
+    """The node id an event came from (``""``: published in this runtime)."""
+    return event.metadata.get(ORIGIN_KEY, "")

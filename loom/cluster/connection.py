@@ -1,0 +1,128 @@
+"""The NATS connection of a cluster link: options passed through to ``nats-py``, a prompt and clear
+error when no server answers at start, and counters for what a lost connection costs.
+
+At start each server URL is tried a couple of times only, so a notebook user without a server
+learns it in a second, not after nats-py's default minute of retries; once connected the client
+reconnects for as long as it takes (``max_reconnect_attempts=-1`` unless the caller says otherwise),
+buffering at most ``pending_size`` bytes of publishes meanwhile (what does not fit is counted).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from loom.errors import LoomError
+
+__all__ = ["ClusterUnavailable", "ConnectionStats", "connect", "server_list"]
+
+log = logging.getLogger("loom.cluster")
+
+START_HINT = "start one with `loom nats-server` (a local server for experiments) or pass the URL of yours"
+
+
+class ClusterUnavailable(LoomError, ConnectionError):
+    """No NATS server answered at the given URL(s)."""
+
+
+@dataclass(slots=True)
+class ConnectionStats:
+    """What happened to the connection: counted by nats-py's callbacks."""
+
+    disconnects: int = 0
+    reconnects: int = 0
+    slow_consumer_drops: int = 0
+    errors: int = 0
+    last_error: str = ""
+    connected_url: str = ""
+
+
+def server_list(servers: str | list[str] | tuple[str, ...]) -> list[str]:
+    """``"nats://a:4222,nats://b:4222"`` or a list → a list of URLs.
+
+    Raises:
+        LoomError: no URL given.
+    """
+    urls = [u.strip() for u in servers.split(",")] if isinstance(servers, str) else [str(u).strip() for u in servers]
+    urls = [u for u in urls if u]
+    if not urls:
+        raise LoomError(f"the cluster needs at least one server URL, got {servers!r}")
+    return urls
+
+
+async def connect(
+    servers: list[str],
+    *,
+    name: str,
+    stats: ConnectionStats,
+    on_reconnect: Callable[[], Any] | None = None,
+    connect_attempts: int = 2,
+    **options: Any,
+) -> Any:
+    """A connected ``nats.aio.client.Client``. ``options`` go to ``nats.connect`` as they are
+    (``user_credentials``, ``tls``, ``token``, ``user``/``password``, ``nkeys_seed``, ``pending_size``...).
+
+    Raises:
+        ClusterUnavailable: no server answered within ``connect_attempts`` tries each; the message
+            names the URL(s) and how to start a server.
+    """
+    try:
+        import nats
+        from nats.errors import SlowConsumerError
+    except ImportError:  # the extra is not installed: say which
+        raise LoomError("the cluster needs nats-py: pip install 'loom-notebook[nats]'") from None
+
+    async def error_cb(exc: Exception) -> None:
+        if isinstance(exc, SlowConsumerError):
+            stats.slow_consumer_drops += 1  # core NATS delivery is at-most-once: counted, not raised
+        else:
+            stats.errors += 1
+            stats.last_error = f"{type(exc).__name__}: {exc}"
+
+    async def disconnected_cb() -> None:
+        stats.disconnects += 1
+
+    async def reconnected_cb() -> None:
+        stats.reconnects += 1
+        stats.connected_url = _url_of(nc)
+        log.info("cluster link %s reconnected to %s", name, stats.connected_url)
+        if on_reconnect is not None:
+            on_reconnect()
+
+    forever = options.pop("max_reconnect_attempts", -1)
+    options.setdefault("reconnect_time_wait", 0.5)
+    options.setdefault("connect_timeout", 2)
+    options.setdefault("no_echo", True)  # the server never hands a runtime its own messages back
+    nc = nats.NATS()
+    try:
+        await nc.connect(
+            servers=servers,
+            name=name,
+            error_cb=error_cb,
+            disconnected_cb=disconnected_cb,
+            reconnected_cb=reconnected_cb,
+            max_reconnect_attempts=connect_attempts,
+            **options,
+        )
+    except Exception as exc:  # noqa: BLE001 - NoServersError, OSError, timeouts: one clear message
+        await _close_quietly(nc)
+        reason = stats.last_error or f"{type(exc).__name__}: {exc}"
+        raise ClusterUnavailable(f"no NATS server answered at {', '.join(servers)} ({reason}); {START_HINT}") from None
+    # Retry bounds were for the first connect only: a running link reconnects as long as it takes.
+    nc.options["max_reconnect_attempts"] = forever
+    stats.connected_url = _url_of(nc)
+    return nc
+
+
+def _url_of(nc: Any) -> str:
+    url = getattr(nc, "connected_url", None)
+    return url.geturl() if url is not None else ""
+
+
+async def _close_quietly(nc: Any) -> None:
+    try:
+        await nc.close()
+    except Exception:  # noqa: BLE001, S110 - nothing to close after a failed connect
+        pass

@@ -1,0 +1,284 @@
+"""Durable delivery on JetStream: at-least-once where core NATS is at-most-once.
+
+:class:`DurableExport` (the sending side, ``join_cluster(durable=[...])``) makes sure a stream
+holds the durable patterns and publishes matching events into it with ``Nats-Msg-Id`` = the
+event id, pipelined (``publish_async``) and re-sent until the stream acks: the server drops a
+re-sent copy within its duplicate window. :class:`DurableConsumer` (the receiving side,
+``link.consume(...)``) pulls from a durable consumer shared by every runtime that names it (so N
+workers share the work), runs the handler and acks only after it returns; a runtime that dies
+leaves its unacked messages to be redelivered to the others after ``ack_wait``. Redeliveries of
+messages it already handled (an ack lost with a connection) are suppressed by event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from loom.cluster.codec import encode
+from loom.cluster.link import _patterns, minimal_patterns
+from loom.events.topics import TopicIndex
+
+if TYPE_CHECKING:
+    from loom.cluster.link import ClusterLink
+    from loom.events.event import Event
+
+__all__ = ["DurableConsumer", "DurableExport", "ensure_stream"]
+
+log = logging.getLogger("loom.cluster")
+
+Handler = Callable[[str, "Event"], Awaitable[Any]]
+
+
+async def ensure_stream(js: Any, name: str, subjects: list[str], replicas: int = 1) -> None:
+    """Create stream ``name`` over ``subjects``, or widen an existing one to cover them too."""
+    from nats.js.api import StorageType, StreamConfig
+    from nats.js.errors import NotFoundError
+
+    try:
+        info = await js.stream_info(name)
+    except NotFoundError:
+        config = StreamConfig(
+            name=name, subjects=subjects, storage=StorageType.FILE, num_replicas=replicas, duplicate_window=120.0
+        )
+        try:
+            await js.add_stream(config)
+            return
+        except Exception:  # noqa: BLE001 - another runtime created it meanwhile: widen below
+            info = await js.stream_info(name)
+    have = list(info.config.subjects or [])
+    wanted = minimal_patterns(have + subjects)
+    if sorted(wanted) != sorted(have):
+        info.config.subjects = wanted
+        await js.update_stream(info.config)
+
+
+@dataclass(slots=True)
+class _Pending:
+    topic: str
+    data: bytes
+    headers: dict[str, str]
+    attempts: int
+    deadline: float
+
+
+class DurableExport:
+    """Exported events on ``patterns`` go through JetStream stream ``stream`` (at-least-once)."""
+
+    def __init__(self, link: ClusterLink, patterns: Iterable[str], *, stream: str = "LOOM", replicas: int = 1) -> None:
+        self.link = link
+        self.patterns = minimal_patterns(_patterns(patterns, "durable"))
+        self.stream = stream
+        self.replicas = replicas
+        self.published = 0
+        self.acked = 0
+        self.retries = 0
+        self.lost = 0
+        self.ack_timeout = 5.0
+        self.max_attempts = 20
+        self._index: TopicIndex[str] = TopicIndex()
+        self._pending: dict[int, _Pending] = {}
+        self._retry: list[_Pending] = []
+        self._js: Any = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._js = self.link.nc.jetstream()
+        await ensure_stream(self._js, self.stream, self.patterns, self.replicas)
+        for p in self.patterns:
+            self._index.add(p, p)
+        self.link.durable_export = self
+        self._sweeper = self.link.spawn(self._sweep(), name=f"loom.cluster.durable-export:{self.stream}")
+
+    def covers(self, topic: str) -> bool:
+        return bool(self._index.match(topic))
+
+    async def publish(self, topic: str, event: Event) -> None:
+        """Hand ``event`` to the stream (returns once sent; the ack is awaited in the background)."""
+        data, headers = encode(event, self.link.node)
+        headers = dict(headers or {})
+        headers["Nats-Msg-Id"] = event.id  # the server drops a re-sent copy: exactly one in the stream
+        self.published += 1
+        await self._send(_Pending(topic, data, headers, 0, 0.0))
+
+    async def _send(self, item: _Pending) -> None:
+        item.attempts += 1
+        item.deadline = time.monotonic() + self.ack_timeout
+        try:
+            fut = await self._js.publish_async(item.topic, item.data, headers=item.headers, wait_stall=self.ack_timeout)
+        except Exception:  # noqa: BLE001 - disconnected, stalled: retried by the sweeper
+            self._retry.append(item)
+            return
+        key = id(fut)
+        self._pending[key] = item
+        fut.add_done_callback(lambda f: self._done(key, f))
+
+    def _done(self, key: int, fut: asyncio.Future[Any]) -> None:
+        item = self._pending.pop(key, None)
+        if item is None:
+            return
+        if fut.cancelled() or fut.exception() is not None:
+            self._retry.append(item)
+        else:
+            self.acked += 1
+
+    async def _sweep(self) -> None:
+        # Acks that never come (a node died with the request in flight) and refused sends are re-sent
+        # with the same Nats-Msg-Id; after max_attempts the event is counted lost.
+        while True:
+            await asyncio.sleep(0.25)
+            now = time.monotonic()
+            late = [k for k, it in self._pending.items() if it.deadline < now]
+            for k in late:
+                self._retry.append(self._pending.pop(k))
+            retry, self._retry = self._retry, []
+            for item in retry:
+                if item.attempts >= self.max_attempts:
+                    self.lost += 1
+                    log.warning("durable export gave up on an event on %r after %d attempts", item.topic, item.attempts)
+                    continue
+                self.retries += 1
+                await self._send(item)
+
+    async def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every event handed over so far is acked by the stream (or counted lost)."""
+        deadline = time.monotonic() + timeout
+        while (self._pending or self._retry) and time.monotonic() < deadline:  # noqa: ASYNC110 - acks land in callbacks
+            await asyncio.sleep(0.02)
+        return not (self._pending or self._retry)
+
+    async def aclose(self) -> None:
+        await self.flush(5.0)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self.link.durable_export is self:
+            self.link.durable_export = None
+
+    def stats(self) -> dict[str, int]:
+        return {"published": self.published, "acked": self.acked, "retries": self.retries, "lost": self.lost}
+
+
+class DurableConsumer:
+    """A durable JetStream consumer ``name`` over ``patterns`` of stream ``stream``; every runtime that
+    names the same consumer shares its messages (like a queue group, but acked).
+
+    Args:
+        handler: ``async fn(topic, event)``; the message is acked when it returns (or raises: a
+            failing handler is counted, not retried forever). Default: publish on the local bus.
+        ack_wait: seconds before an unacked message goes to another member.
+        max_deliver: deliveries of one message at most.
+        batch: messages pulled at a time.
+    """
+
+    def __init__(
+        self,
+        link: ClusterLink,
+        patterns: Iterable[str],
+        *,
+        name: str,
+        handler: Handler | None = None,
+        stream: str = "LOOM",
+        replicas: int = 1,
+        ack_wait: float = 30.0,
+        max_deliver: int = 20,
+        batch: int = 64,
+    ) -> None:
+        self.link = link
+        self.patterns = minimal_patterns(_patterns(patterns, "consume"))
+        self.name = name
+        self.handler = handler or link.deliver
+        self.stream = stream
+        self.replicas = replicas
+        self.ack_wait = ack_wait
+        self.max_deliver = max_deliver
+        self.batch = batch
+        self.handled = 0
+        self.duplicates = 0
+        self.failed = 0
+        self.not_loom = 0
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._psub: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        from nats.js.api import AckPolicy, ConsumerConfig
+
+        js = self.link.nc.jetstream()
+        await ensure_stream(js, self.stream, self.patterns, self.replicas)
+        config = ConsumerConfig(
+            durable_name=self.name,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait,
+            max_deliver=self.max_deliver,
+            max_ack_pending=max(self.batch * 8, 256),
+            filter_subjects=self.patterns,
+        )
+        try:
+            await js.add_consumer(self.stream, config)
+        except Exception:  # noqa: BLE001 - it exists (another worker made it): bind to it as it is
+            pass
+        self._psub = await js.pull_subscribe_bind(durable=self.name, stream=self.stream)
+        self.link.claim(self.patterns)
+        self._task = self.link.spawn(self._run(), name=f"loom.cluster.consume:{self.name}")
+
+    async def _run(self) -> None:
+        from nats.errors import TimeoutError as NatsTimeout
+
+        while True:
+            try:
+                msgs = await self._psub.fetch(self.batch, timeout=1.0)
+            except (TimeoutError, NatsTimeout):
+                continue
+            except Exception as exc:  # noqa: BLE001 - reconnecting, leader election: try again shortly
+                log.debug("durable consumer %s fetch: %s", self.name, exc)
+                await asyncio.sleep(0.2)
+                continue
+            for msg in msgs:
+                await self._handle(msg)
+
+    async def _handle(self, msg: Any) -> None:
+        event = self.link._decode(msg)
+        if event is None:
+            self.not_loom += 1
+            await _ack(msg)
+            return
+        if event.id in self._seen:  # a redelivery of one this runtime handled (its ack was lost)
+            self.duplicates += 1
+            await _ack(msg)
+            return
+        try:
+            await self.handler(msg.subject, event)
+        except Exception as exc:  # noqa: BLE001 - contained like an agent's handler error; not retried forever
+            self.failed += 1
+            log.warning("durable consumer %s: handler failed on %r: %s", self.name, msg.subject, exc)
+        self._seen[event.id] = None
+        if len(self._seen) > 100_000:
+            self._seen.popitem(last=False)
+        self.handled += 1
+        await _ack(msg)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._psub is not None:
+            try:
+                await self._psub.unsubscribe()
+            except Exception:  # noqa: BLE001, S110 - the connection is gone already
+                pass
+        self.link.unclaim(self.patterns)
+
+    def stats(self) -> dict[str, int]:
+        return {"handled": self.handled, "duplicates": self.duplicates, "failed": self.failed}
+
+
+async def _ack(msg: Any) -> None:
+    try:
+        await msg.ack()
+    except Exception:  # noqa: BLE001, S110 - disconnected: the server redelivers, the id check drops it
+        pass

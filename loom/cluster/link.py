@@ -1,0 +1,350 @@
+"""ClusterLink: the runtime's bus ⇄ NATS, the part that lets many runtimes share one bus.
+
+Export: one bus subscription on the exported patterns (BATCHED, so a burst makes publishers wait
+instead of dropping) read by one task that encodes each event and publishes it on its topic as
+a NATS subject. Import: one NATS subscription per imported pattern whose callback decodes and
+publishes on the local bus. Topics already follow NATS subject rules, so the mapping is the identity.
+
+No echo, no loop: the connection is ``no_echo`` (the server never returns a runtime its own
+messages), an imported event keeps ``loom.origin`` (the node it was first published in) and the
+export task skips every event carrying it, so an event crosses the cluster once. The envelope's
+``hop``/``ttl`` travel in headers and keep counting in every runtime that handles the event; an
+event arriving with its budget spent is dropped (``expired``).
+
+Subjects a queue group or a durable consumer serves in this runtime (:mod:`replicas`,
+:mod:`durable`) are "claimed": the plain import skips them so each event is handled once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from loom.cluster.codec import ORIGIN_KEY, NotALoomEvent, decode, encode
+from loom.cluster.connection import ConnectionStats, connect, server_list
+from loom.errors import LoomError, UsageError
+from loom.events.qos import QoS
+from loom.events.topics import TopicIndex, validate_pattern
+
+if TYPE_CHECKING:
+    from loom.events.bus import EventBus
+    from loom.events.event import Event
+    from loom.events.subscription import Subscription
+    from loom.telemetry.seam import Instruments
+
+__all__ = ["ClusterLink", "LinkStats", "MessageTooLarge", "minimal_patterns"]
+
+log = logging.getLogger("loom.cluster")
+
+Spawn = Callable[..., "asyncio.Task[Any]"]
+
+
+class MessageTooLarge(LoomError, ValueError):
+    """An event bigger than the server's ``max_payload``: it stays local (the link stays up)."""
+
+
+@dataclass(slots=True)
+class LinkStats:
+    """Counters of one link (``link.stats()`` adds the connection's)."""
+
+    exported: int = 0
+    imported: int = 0
+    echo_skipped: int = 0
+    not_loom: int = 0
+    bad_topic: int = 0
+    too_large: int = 0
+    expired: int = 0
+    buffer_full: int = 0
+    send_failed: int = 0
+
+
+def minimal_patterns(patterns: Iterable[str]) -> list[str]:
+    """``patterns`` without those another one covers: overlapping NATS subscriptions would deliver twice."""
+    ps = list(dict.fromkeys(patterns))
+    return [p for p in ps if not any(q != p and _covers(q, p) for q in ps)]
+
+
+def _covers(q: str, p: str) -> bool:
+    qt, pt = q.split("."), p.split(".")
+    for i, tok in enumerate(qt):
+        if tok == ">":
+            return len(pt) > i
+        if i >= len(pt) or (tok != "*" and tok != pt[i]) or (tok == "*" and pt[i] == ">"):
+            return False
+    return len(qt) == len(pt)
+
+
+class ClusterLink:
+    """Joins one runtime's bus to a NATS server or cluster. Adopted by :meth:`loom.Loom.join_cluster`.
+
+    Args:
+        servers: ``nats://host:port`` URL(s): a list or a comma-separated string (failover order).
+        bus: the runtime's :class:`EventBus`.
+        instruments: where spans and metrics go (``loom.cluster.messages``).
+        spawn: starts a task the runtime owns.
+        export: patterns whose local events go to NATS.
+        import_: patterns whose NATS messages are published on the local bus.
+        node: this runtime's id in the cluster (default ``<host>-<random>``).
+        options: passed to ``nats.connect`` (credentials, TLS, ``pending_size``, ...).
+    """
+
+    name = "cluster"
+
+    def __init__(
+        self,
+        servers: str | list[str],
+        *,
+        bus: EventBus,
+        instruments: Instruments,
+        spawn: Spawn,
+        export: Iterable[str] = (">",),
+        import_: Iterable[str] = (">",),
+        node: str | None = None,
+        **options: Any,
+    ) -> None:
+        self.servers = server_list(servers)
+        self.bus = bus
+        self.instruments = instruments
+        self.spawn = spawn
+        self.export_patterns = minimal_patterns(_patterns(export, "export"))
+        self.import_patterns = minimal_patterns(_patterns(import_, "import_"))
+        self.node = node or f"{socket.gethostname().split('.')[0]}-{uuid.uuid4().hex[:8]}"
+        self.options = options
+        self.nc: Any = None
+        self.conn = ConnectionStats()
+        self.counts = LinkStats()
+        self._out: Subscription | None = None
+        self._subs: list[Any] = []
+        self._claimed: TopicIndex[str] = TopicIndex()
+        self._claim_cache: dict[str, bool] = {}
+        self._parts: list[Any] = []  # replicas, durable consumers, the directory: closed before the connection
+        self.planned: list[Any] = []  # parts to start once connected (build_link puts them here)
+        self.durable_export: Any = None  # the DurableExport, when some exported patterns are durable
+        self._export_task: asyncio.Task[None] | None = None
+        self._warned: set[str] = set()
+        instruments.observe("loom.cluster.messages", self._observe)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect, subscribe the imports, start exporting.
+
+        Raises:
+            ClusterUnavailable: no server answered (the message names the URL and how to start one).
+        """
+        if self.nc is not None:
+            return
+        with self.instruments.span("cluster.connect", {"loom.cluster.servers": ",".join(self.servers)}):
+            self.nc = await connect(self.servers, name=f"loom:{self.node}", stats=self.conn, **self.options)
+        for pattern in self.import_patterns:
+            self._subs.append(await self.nc.subscribe(pattern, cb=self._on_message, **_LIMITS))
+        if self.export_patterns:
+            self._out = self.bus.subscribe(self.export_patterns, qos=QoS.BATCHED, maxsize=65_536, name="cluster.export")
+            self._export_task = self.spawn(self._export(self._out), name=f"loom.cluster.export:{self.node}")
+        for part in self.planned:
+            await self.add_part(part)
+
+    async def aclose(self) -> None:
+        """Stop importing and exporting, close the parts, drain (what was published is flushed) and close."""
+        if self._out is not None:
+            self._out.close()  # the export task sends what is queued, then ends
+            self._out = None
+        if self._export_task is not None:
+            await asyncio.wait([self._export_task], timeout=5.0)
+            self._export_task.cancel()
+            self._export_task = None
+        for part in reversed(self._parts):
+            await part.aclose()
+        self._parts.clear()
+        nc, self.nc = self.nc, None
+        if nc is not None:
+            try:
+                await asyncio.wait_for(nc.drain(), 5.0)
+            except Exception:  # noqa: BLE001 - a dead connection cannot drain: close it anyway
+                pass
+            if not nc.is_closed:
+                await nc.close()
+        self._subs.clear()
+        self.instruments.forget("loom.cluster.messages", self._observe)
+
+    async def add_part(self, part: Any) -> Any:
+        """Start a part that rides this connection (replicas, durable consumers, the directory); closed
+        before the connection."""
+        await part.start()
+        self._parts.append(part)
+        return part
+
+    # -- export --------------------------------------------------------------------------
+    async def _export(self, sub: Subscription) -> None:
+        publish, node, counts = self.nc.publish, self.node, self.counts
+        async for topic, event in sub:
+            if ORIGIN_KEY in event.metadata:  # it came from the cluster: never send it back
+                counts.echo_skipped += 1
+                continue
+            try:
+                durable = self.durable_export
+                if durable is not None and durable.covers(topic):
+                    await durable.publish(topic, event)
+                    continue
+                await self._send(publish, topic, event, node)
+            except MessageTooLarge as exc:
+                counts.too_large += 1
+                self._warn(f"too_large:{topic}", str(exc))
+            except LoomError as exc:
+                self._warn(f"send:{topic}", str(exc))
+
+    async def _send(self, publish: Any, topic: str, event: Event, node: str) -> None:
+        from nats.errors import ConnectionClosedError, MaxPayloadError, OutboundBufferLimitError
+
+        data, headers = encode(event, node)
+        try:
+            await publish(topic, data, headers=headers)
+        except MaxPayloadError:
+            raise MessageTooLarge(
+                f"event {event.id} ({event.type}) on {topic!r} is {len(data)} bytes encoded, more than the "
+                f"server's max_payload ({self.nc.max_payload}): it stays local; send large data by reference"
+            ) from None
+        except OutboundBufferLimitError:
+            self.counts.buffer_full += 1  # disconnected and the reconnect buffer is full: lost, counted
+            return
+        except ConnectionClosedError:
+            self.counts.send_failed += 1
+            return
+        self.counts.exported += 1
+
+    async def send(self, topic: str, event: Event) -> None:
+        """Publish ``event`` to the cluster only (not on the local bus), now.
+
+        Raises:
+            MessageTooLarge: bigger than the server's ``max_payload``. LoomError: not connected.
+        """
+        if self.nc is None:
+            raise LoomError("the cluster link is not connected")
+        with self.instruments.span("cluster.send", {"loom.topic": topic, "loom.event.type": event.type}):
+            await self._send(self.nc.publish, topic, event, self.node)
+
+    # -- replicas and durable consumers --------------------------------------------------
+    async def replicate(self, patterns: Iterable[str], group: str) -> Any:
+        """Receive ``patterns`` as one member of queue group ``group``: each event reaches one member.
+        Returns the :class:`~loom.cluster.replicas.ReplicaGroup` (closed with the link)."""
+        from loom.cluster.replicas import ReplicaGroup
+
+        return await self.add_part(ReplicaGroup(self, patterns, group))
+
+    async def consume(self, patterns: Iterable[str], *, name: str, **options: Any) -> Any:
+        """Receive ``patterns`` through durable JetStream consumer ``name`` (at-least-once, acked after
+        the handler returns). Returns the :class:`~loom.cluster.durable.DurableConsumer`."""
+        from loom.cluster.durable import DurableConsumer
+
+        return await self.add_part(DurableConsumer(self, patterns, name=name, **options))
+
+    async def remove_part(self, part: Any) -> None:
+        """Close a part before the link closes (leave a queue group, stop a consumer)."""
+        if part in self._parts:
+            self._parts.remove(part)
+        await part.aclose()
+
+    # -- import --------------------------------------------------------------------------
+    async def _on_message(self, msg: Any) -> None:
+        subject = msg.subject
+        if subject[0] in "$_" and subject.startswith(_INTERNAL):
+            return  # JetStream, key-value, inboxes, capability calls: NATS traffic, not bus events
+        if self._claimed_subject(subject):
+            return  # a queue group or a durable consumer of this runtime delivers it
+        event = self._decode(msg)
+        if event is not None:
+            await self.deliver(subject, event)
+
+    def _decode(self, msg: Any) -> Event | None:
+        try:
+            event = decode(msg.data, msg.headers)
+        except NotALoomEvent as exc:
+            self.counts.not_loom += 1
+            self._warn(f"not_loom:{msg.subject}", f"skipped a message on {msg.subject!r}: {exc}")
+            return None
+        ttl = event.metadata.get("ttl")
+        if ttl is not None and ttl.lstrip("-").isdigit() and int(ttl) <= 0:
+            self.counts.expired += 1  # its hop budget was spent before it crossed
+            return None
+        return event
+
+    async def deliver(self, subject: str, event: Event) -> int:
+        """Publish an imported event on the local bus (waits for room in full BATCHED queues)."""
+        if ORIGIN_KEY not in event.metadata:  # a loom.v1 peer that is not a Loom runtime: mark it anyway
+            event.metadata[ORIGIN_KEY] = "?"
+        try:
+            n = await self.bus.publish(subject, event)
+        except (TypeError, ValueError) as exc:  # a NATS subject that is not a valid Loom topic
+            self.counts.bad_topic += 1
+            self._warn(f"bad_topic:{subject}", f"skipped a message on {subject!r}: {exc}")
+            return 0
+        self.counts.imported += 1
+        return n
+
+    def claim(self, patterns: Iterable[str]) -> None:
+        """Mark ``patterns`` as served by a queue group or durable consumer here: the plain import skips them."""
+        for p in patterns:
+            self._claimed.add(p, p)
+        self._claim_cache.clear()
+
+    def unclaim(self, patterns: Iterable[str]) -> None:
+        for p in patterns:
+            self._claimed.remove(p, p)
+        self._claim_cache.clear()
+
+    def _claimed_subject(self, subject: str) -> bool:
+        hit = self._claim_cache.get(subject)
+        if hit is None:
+            try:
+                hit = bool(self._claimed.match(subject))
+            except (TypeError, ValueError):
+                hit = False
+            if len(self._claim_cache) > 10_000:
+                self._claim_cache.clear()
+            self._claim_cache[subject] = hit
+        return hit
+
+    # -- observation ---------------------------------------------------------------------
+    def _warn(self, key: str, message: str) -> None:
+        if key not in self._warned and len(self._warned) < 1000:  # once per kind and subject: no log flood
+            self._warned.add(key)
+            log.warning("cluster link %s: %s", self.node, message)
+        self.conn.last_error = message
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of messages and of the connection (disconnects, reconnects, slow-consumer drops)."""
+        out = {**asdict(self.counts), **asdict(self.conn), "node": self.node, "connected": self.connected}
+        if self.nc is not None:
+            out["pending_bytes"] = self.nc.pending_data_size
+        return out
+
+    @property
+    def connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    def _observe(self) -> list[tuple[float, dict[str, str]]]:
+        return [(float(v), {"loom.cluster.count": k}) for k, v in asdict(self.counts).items() if v]
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connected else "not connected"
+        return f"<ClusterLink {self.node} {state} to {','.join(self.servers)}>"
+
+
+_INTERNAL = ("$JS.", "$KV.", "$SYS.", "$O.", "_INBOX.", "_loom.")
+_LIMITS = {"pending_msgs_limit": 262_144, "pending_bytes_limit": 256 * 1024 * 1024}
+
+
+def _patterns(patterns: Iterable[str], what: str) -> list[str]:
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    out = list(patterns)
+    for p in out:
+        try:
+            validate_pattern(p)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"{what}: {exc}") from None
+    return out

@@ -1,0 +1,64 @@
+"""Replicas: the same agent in N runtimes, each event handled once across them.
+
+A :class:`ReplicaGroup` subscribes the agent's topics with a NATS queue group (one member of the
+group gets each message) and claims them on the link, so the runtime's plain import skips them:
+an event on a replicated topic reaches exactly one runtime of the group, where it is published on
+the local bus and the agent's mailbox takes it. A user scales a slow agent by starting more workers
+(``loom worker --cluster URL module:agent``); a worker that dies takes only what it held with it
+(core NATS: at-most-once; use :class:`~loom.cluster.durable.DurableConsumer` to lose nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from loom.cluster.link import _LIMITS, _patterns, minimal_patterns
+
+if TYPE_CHECKING:
+    from loom.cluster.link import ClusterLink
+
+__all__ = ["ReplicaGroup"]
+
+
+class ReplicaGroup:
+    """Queue-group subscriptions of ``patterns`` in group ``group`` (start with :meth:`ClusterLink.replicate`).
+
+    Args:
+        link: the runtime's cluster link.
+        patterns: the topics of the replicated agent.
+        group: the queue group (``loom.<agent id>`` by convention: replicas of one agent share it).
+    """
+
+    def __init__(self, link: ClusterLink, patterns: Iterable[str], group: str) -> None:
+        if not group or any(c.isspace() for c in group):
+            raise ValueError(f"a queue group is a non-empty name without spaces, got {group!r}")
+        self.link = link
+        self.patterns = minimal_patterns(_patterns(patterns, "replicate"))
+        self.group = group
+        self.received = 0
+        self._subs: list[Any] = []
+
+    async def start(self) -> None:
+        self.link.claim(self.patterns)
+        for pattern in self.patterns:
+            self._subs.append(await self.link.nc.subscribe(pattern, queue=self.group, cb=self._on_message, **_LIMITS))
+
+    async def _on_message(self, msg: Any) -> None:
+        event = self.link._decode(msg)
+        if event is not None:
+            self.received += 1
+            await self.link.deliver(msg.subject, event)
+
+    async def aclose(self) -> None:
+        """Leave the group: the others take every event from now on."""
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # noqa: BLE001, S110 - the connection is gone: nothing to leave
+                pass
+        self.link.unclaim(self.patterns)
+
+    def __repr__(self) -> str:
+        return f"<ReplicaGroup {self.group} {self.patterns} received={self.received}>"
