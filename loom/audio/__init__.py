@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from loom.audio.stage import Stage
 from loom.audio.topics import AudioTopics
+from loom.audio.tts import TtsSpeaker
 from loom.audio.vad import VadGate
 
-__all__ = ["AudioTopics", "Stage", "VadGate"]
+__all__ = ["AudioTopics", "Stage", "TtsSpeaker", "VadGate"]
