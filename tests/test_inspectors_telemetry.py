@@ -213,25 +213,25 @@ async def test_metrics_view_rates_drops_latency_mailboxes_and_tools(rt):
         return a / b
 
     rt.tools.register(div)
-    await Agent("counter", topics=["m.t"], on_event=lambda c, t, e: None).start()
-    slow = rt.bus.subscribe("m.t", qos=QoS.REALTIME, maxsize=1, overflow=Overflow.DROP_NEWEST, name="slow")
+    await Agent("metered", topics=["mv.t"], on_event=lambda c, t, e: None).start()
+    slow = rt.bus.subscribe("mv.t", qos=QoS.REALTIME, maxsize=1, overflow=Overflow.DROP_NEWEST, name="slow")
     view = MetricsView(rt)
     for _ in range(200):
-        await rt.bus.publish("m.t", Event("x"))
-    await until(lambda: rt.agents["counter"].handled == 200)
+        await rt.bus.publish("mv.t", Event("x"))
+    await until(lambda: rt.agents["metered"].handled == 200)
     await rt.tools.invoke("calc.div", {"a": 1, "b": 2})
     await rt.tools.invoke("calc.div", {"a": 1, "b": 0})
     await asyncio.sleep(0.05)
     view.flush()
     assert view.series["published"][-1] > 200 and view.rate("published") == view.current["published"]
     assert view.current["delivered"] > 0 and view.current["published_total"] >= 200
-    assert view.drops[0]["reason"] and view.drops[0]["count"] == 199 and "m.t: 199" in view.drops[0]["topics"]
+    assert view.drops[0]["reason"] and view.drops[0]["count"] == 199 and "mv.t: 199" in view.drops[0]["topics"]
     assert view.current["dropped"] > 0
     tools = {t["tool"]: t for t in view.tools}
     assert tools["calc.div"]["calls"] == 2 and tools["calc.div"]["errors"] == 1 and tools["calc.div"]["rate"] > 0
     boxes = {m["agent"]: m for m in view.mailboxes}
-    assert boxes["counter"]["handled"] == 200 and boxes["counter"]["depth"] == 0
-    lat = next(r for r in view.latency if "counter" in r["subscription"])
+    assert boxes["metered"]["handled"] == 200 and boxes["metered"]["depth"] == 0
+    lat = next(r for r in view.latency if "metered" in r["subscription"])
     assert lat["samples"] > 0 and lat["p99_us"] >= lat["p50_us"] > 0
     await asyncio.sleep(0.05)
     view.flush()  # nothing new: the rates fall to 0, the totals stay
