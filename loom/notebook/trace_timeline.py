@@ -30,6 +30,7 @@ __all__ = ["HINT_OFF", "TraceTimeline", "axis_ticks", "timeline_model"]
 
 HINT_OFF = "telemetry is off: loom.telemetry.init_telemetry() or %loom trace on"
 _PARTS = ("bus", "collab", "tools", "llm", "cognitive", "bridge", "router")  # non-agent lanes, in this order
+_MAX_ROWS = 16  # rows per lane at most: a burst of thousands of publishes piles up in the last one
 # the attribute that says most about a span, shown in its label
 _KEY_ATTR = ("loom.tool", "loom.topic", "gen_ai.request.model", "loom.llm.provider")
 
@@ -109,10 +110,10 @@ def timeline_model(
     items = []
     for s in sorted(shown, key=lambda s: (s.start_ns, -(s.end_ns - s.start_ns))):
         parent = lane_parent(s)
-        row = row_of[parent] + 1 if parent in row_of else 0
+        row = min(row_of[parent] + 1, _MAX_ROWS - 1) if parent in row_of else 0
         lane_rows = rows.setdefault(_lane(s), [])
         end = max(s.end_ns, s.start_ns + least)
-        while row < len(lane_rows) and lane_rows[row] > s.start_ns:
+        while row < min(len(lane_rows), _MAX_ROWS - 1) and lane_rows[row] > s.start_ns:
             row += 1  # an unrelated span overlaps here (two handlers at once): the next free row
         while len(lane_rows) <= row:
             lane_rows.append(0)
