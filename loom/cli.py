@@ -45,6 +45,14 @@ def _parser() -> argparse.ArgumentParser:
         default="",
         help="comma-separated native tools (default: the standard set; without shell.exec on a non-loopback --host)",
     )
+    worker = sub.add_parser("worker", help="run one replica of an agent, joined to a NATS cluster")
+    worker.add_argument("agent", help="the agent as module:attribute (a loom.Agent or a function returning one)")
+    worker.add_argument("--cluster", required=True, help="NATS server URL(s), comma-separated")
+    worker.add_argument("--durable", action="store_true", help="receive through JetStream (acked, nothing lost)")
+    worker.add_argument("--name", default=None, help="the runtime's name (default worker-<agent id>)")
+    nats_server = sub.add_parser("nats-server", help="run a local NATS server (JetStream on) for experiments")
+    nats_server.add_argument("--port", type=int, default=4222, help="client port on 127.0.0.1 (default 4222)")
+    nats_server.add_argument("--store-dir", default=None, help="JetStream directory (default: a temporary one)")
     replay = sub.add_parser("replay", help="re-publish a recorded event log into a fresh runtime")
     replay.add_argument("log", help="the SQLite event log (Loom(record=...))")
     replay.add_argument("--speed", default="1.0", help="1.0 = recorded timing, 2 = twice as fast, max = no waits")
@@ -129,6 +137,36 @@ def _mcp_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nats_server(args: argparse.Namespace) -> int:
+    """``loom nats-server``: the packaged nats-server on 127.0.0.1 until Ctrl-C."""
+    import signal
+
+    from loom.cluster.server import NatsServer, NatsServerError
+
+    server = NatsServer(port=args.port, store_dir=args.store_dir)
+    try:
+        server.start()
+    except NatsServerError as exc:
+        print(f"loom nats-server: {exc}", file=sys.stderr)
+        return 1
+    print(f"loom nats-server: listening on {server.url} (JetStream on); Ctrl-C stops it", flush=True)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # SIGTERM stops it as cleanly as Ctrl-C (store removed)
+    try:
+        assert server.proc is not None
+        code = server.proc.wait()
+        print(f"loom nats-server: the server exited with code {code}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
@@ -146,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         return _mcp_serve(args)
     elif args.command == "replay":
         return _replay(args)
+    elif args.command == "worker":
+        from loom.cluster.worker import run_worker
+
+        return run_worker(args.cluster, args.agent, durable=args.durable, name=args.name)
+    elif args.command == "nats-server":
+        return _nats_server(args)
     return 0
 
 
