@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("agent", help="the agent as module:attribute (a loom.Agent or a function returning one)")
     worker.add_argument("--cluster", required=True, help="NATS server URL(s), comma-separated")
     worker.add_argument("--durable", action="store_true", help="receive through JetStream (acked, nothing lost)")
+    worker.add_argument("--ack-wait", type=float, default=30.0, help="--durable: seconds before another takes over")
     worker.add_argument("--name", default=None, help="the runtime's name (default worker-<agent id>)")
     nats_server = sub.add_parser("nats-server", help="run a local NATS server (JetStream on) for experiments")
     nats_server.add_argument("--port", type=int, default=4222, help="client port on 127.0.0.1 (default 4222)")
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "worker":
         from loom.cluster.worker import run_worker
 
-        return run_worker(args.cluster, args.agent, durable=args.durable, name=args.name)
+        return run_worker(args.cluster, args.agent, durable=args.durable, name=args.name, ack_wait=args.ack_wait)
     elif args.command == "nats-server":
         return _nats_server(args)
     return 0

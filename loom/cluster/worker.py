@@ -85,7 +85,9 @@ async def serve_agent(rt: Any, agent: Any, *, durable: bool = False, **consumer_
     return await link.consume(agent.topics, name=f"loom-{agent.agent_id}", handler=hand_over, **consumer_options)
 
 
-def run_worker(url: str, spec: str, *, durable: bool = False, name: str | None = None) -> int:
+def run_worker(
+    url: str, spec: str, *, durable: bool = False, name: str | None = None, ack_wait: float = 30.0
+) -> int:
     """The ``loom worker`` command: until SIGINT/SIGTERM; prints one JSON line when ready."""
     from loom.runtime import Loom
 
@@ -96,7 +98,7 @@ def run_worker(url: str, spec: str, *, durable: bool = False, name: str | None =
             loop.add_signal_handler(sig, stop.set)
         async with Loom(name=name or f"worker-{agent.agent_id}", native_tools=()) as rt:
             await rt.join_cluster(url)
-            part = await serve_agent(rt, agent, durable=durable)
+            part = await serve_agent(rt, agent, durable=durable, **({"ack_wait": ack_wait} if durable else {}))
             ready = {"ready": True, "node": rt.cluster.node, "agent": agent.agent_id, "pid": os.getpid()}
             print(json.dumps({**ready, "mode": "durable" if durable else "queue"}), flush=True)
             await stop.wait()
