@@ -15,7 +15,11 @@ PYTEST_ARGS ?=
 # only its own packages. `apt-get update` first (a fresh machine's lists may be empty). Node.js
 # from NodeSource carries its own npm and conflicts with Debian's `npm` package, so `nodejs npm`
 # are asked for only when `node` or `npm` is missing. Format: cmd[,cmd...]=package[,package...]
-SYSDEPS := chromium=chromium,fonts-dejavu-core node,npm=nodejs,npm bwrap=bubblewrap
+SYSDEPS := chromium=chromium,fonts-dejavu-core node,npm=nodejs,npm bwrap=bubblewrap \
+	pulseaudio=pulseaudio pactl,paplay,pacat=pulseaudio-utils espeak-ng=espeak-ng
+# Libraries, not commands: each is installed when dpkg says it is not. PortAudio for sounddevice,
+# and ALSA's PulseAudio plugin through which PortAudio reaches the (virtual) microphone.
+SYSDEPS_LIBS := libportaudio2 libasound2-plugins
 # Real MCP servers from npm for the tests (Python ones come with the dev extra).
 PEERS := $(VENV)/mcp-peers
 PEERS_STAMP := $(PEERS)/.installed
@@ -26,7 +30,7 @@ $(PY):
 	$(PIP) install -q --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PIP) install -q -e '.[lab,dev]'
+	$(PIP) install -q -e '.[lab,dev,audio,nats]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -36,6 +40,9 @@ sysdeps:
 		for cmd in $$(echo "$${rule%%=*}" | tr , ' '); do \
 			if ! command -v $$cmd >/dev/null; then pkgs="$$pkgs $$(echo "$${rule#*=}" | tr , ' ')"; break; fi; \
 		done; \
+	done; \
+	for pkg in $(SYSDEPS_LIBS); do \
+		dpkg-query -W -f '$${Status}' $$pkg 2>/dev/null | grep -q "ok installed" || pkgs="$$pkgs $$pkg"; \
 	done; \
 	if [ -n "$$pkgs" ]; then \
 		echo "installing missing system packages:$$pkgs"; \
