@@ -130,3 +130,57 @@ async def test_no_input_device_is_a_clear_error_and_nothing_starts(rt):
     with pytest.raises(UsageError, match="no audio input device"):
         await mic.start()
     assert not mic.running and threading.active_count() == before
+
+
+@pytest.fixture
+def virtual_mic():
+    from tests.peers.virtual_audio import VirtualAudio, missing
+
+    if (reason := missing()) is not None:
+        pytest.skip(reason)
+    with VirtualAudio().start(settle_s=2.5) as va:
+        yield va
+
+
+def _source_outputs(va) -> int:
+    return len([ln for ln in va.pactl("list", "short", "source-outputs").splitlines() if ln.strip()])
+
+
+async def test_the_microphone_records_what_is_played_into_it_and_stop_frees_the_device(rt, tmp_path, virtual_mic):
+    said = np.concatenate([silence(0.2), speech("hello loom"), silence(0.3)])
+    path = write_wav(tmp_path / "said.wav", said)
+    sub = rt.bus.subscribe("audio.mic", qos=QoS.BACKGROUND, maxsize=100_000)
+    before = _source_outputs(virtual_mic)
+    mic = MicSource()
+    mic.attach(rt.bus, spawn=rt.spawn)
+    await mic.start()
+    assert mic.running and mic.device_label  # "<index>:<name>" of the device opened
+    assert _source_outputs(virtual_mic) == before + 1
+    await asyncio.to_thread(virtual_mic.play, path)
+    await asyncio.sleep(0.3)
+    await mic.stop()
+    assert _source_outputs(virtual_mic) == before  # the device is free again
+    chunks = _chunks(sub)
+    assert chunks and all(c.type == "audio_chunk" and len(c.payload) == 640 for c in chunks)
+    got = np.frombuffer(b"".join(c.payload for c in chunks), dtype="<i2").astype(np.float32)
+    ref = said.astype(np.float32)
+    corr = np.correlate(got, ref[4000:12000], mode="valid")  # find the spoken part in the recording
+    k = int(np.argmax(corr))
+    seg = got[k : k + 8000]
+    r = np.corrcoef(seg, ref[4000:12000])[0, 1]
+    assert r > 0.98, r  # what the microphone heard is what was played (16 kHz end to end: no resampling)
+    assert mic.stats.get("dropped_blocks", 0) == 0
+    # the device can be opened again at once
+    again = MicSource()
+    again.attach(rt.bus, spawn=rt.spawn)
+    await again.start()
+    await again.stop()
+    sub.close()
+
+
+async def test_a_device_named_that_does_not_exist_lists_the_ones_there_are(rt, virtual_mic):
+    mic = MicSource(device="no-such-microphone")
+    mic.attach(rt.bus, spawn=rt.spawn)
+    with pytest.raises(UsageError, match="no input device 'no-such-microphone'; input devices: .*pulse"):
+        await mic.start()
+    assert not mic.running
