@@ -12,8 +12,9 @@ Nothing here imports numpy, sounddevice, faster-whisper or piper until a stage s
 from __future__ import annotations
 
 from loom.audio.stage import Stage
+from loom.audio.stt import SttEngine
 from loom.audio.topics import AudioTopics
 from loom.audio.tts import TtsSpeaker
 from loom.audio.vad import VadGate
 
-__all__ = ["AudioTopics", "Stage", "TtsSpeaker", "VadGate"]
+__all__ = ["AudioTopics", "Stage", "SttEngine", "TtsSpeaker", "VadGate"]
