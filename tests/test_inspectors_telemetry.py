@@ -191,6 +191,13 @@ def test_barycentric_order_removes_the_crossings_of_a_small_graph():
     assert crossings(["a", "b", "c"], ["w", "x", "y", "z"], pairs) == 5  # alphabetical: every edge crosses
     left, right = order_columns(["a", "b", "c"], ["w", "x", "y", "z"], pairs)
     assert crossings(left, right, pairs) == 0 and sorted(left) == ["a", "b", "c"]
+    # notebook 07's graph: the barycentres of "auditor" and "coordinator" tie; one crossing is the least
+    # possible (analyst and coordinator both reach ask.* and coordinator.replies)
+    edges = {"analyst": "cog tok replies ask", "coordinator": "replies ask audit thread plan", "auditor": "audit"}
+    pairs = [(a, t) for a, ts in edges.items() for t in ts.split()]
+    agents, topics = sorted(edges), sorted({t for _, t in pairs})
+    assert crossings(agents, topics, pairs) == 14  # alphabetical
+    assert crossings(*order_columns(agents, topics, pairs), pairs) == 1
 
 
 async def test_topology_layout_keeps_agents_and_topics_apart_without_crossings(rt):

@@ -47,7 +47,9 @@ def order_columns(
     left: Sequence[str], right: Sequence[str], pairs: Iterable[Pair], sweeps: int = 8
 ) -> tuple[list[str], list[str]]:
     """Orders of the two columns with few crossings: the barycentric heuristic (each node placed at
-    the mean position of its neighbours in the other column), alternating sides, keeping the best."""
+    the mean position of its neighbours in the other column), alternating sides, keeping the best;
+    then, since barycentres tie easily, neighbours are swapped where that (with the other column
+    re-sorted) removes crossings."""
     pairs = sorted(set(pairs))
     nbrs: dict[str, list[str]] = {}
     for a, b in pairs:
@@ -59,20 +61,50 @@ def order_columns(
     for sweep in range(sweeps):
         if best_x == 0:
             break
-        fixed, moving = (cur_l, cur_r) if sweep % 2 == 0 else (cur_r, cur_l)
-        pos = {n: i for i, n in enumerate(fixed)}
-        here = {n: i for i, n in enumerate(moving)}
-
-        def bary(n: str, pos: dict[str, int] = pos, here: dict[str, int] = here) -> tuple[float, int]:
-            ps = [pos[m] for m in nbrs.get(n, ()) if m in pos]
-            return (sum(ps) / len(ps) if ps else float(here[n]), here[n])
-
-        moving = sorted(moving, key=bary)
-        cur_l, cur_r = (cur_l, moving) if sweep % 2 == 0 else (moving, cur_r)
+        if sweep % 2 == 0:
+            cur_r = _by_barycentre(cur_r, cur_l, nbrs)
+        else:
+            cur_l = _by_barycentre(cur_l, cur_r, nbrs)
         x = crossings(cur_l, cur_r, pairs)
         if x < best_x:
             best, best_x = (list(cur_l), list(cur_r)), x
+    if best_x > 0 and len(pairs) <= 80:  # each try costs a crossing count: small graphs only
+        best = _exchange(*best, pairs, best_x, nbrs)
     return best
+
+
+def _by_barycentre(moving: list[str], fixed: list[str], nbrs: dict[str, list[str]]) -> list[str]:
+    pos = {n: i for i, n in enumerate(fixed)}
+    here = {n: i for i, n in enumerate(moving)}
+
+    def key(n: str) -> tuple[float, int]:
+        ps = [pos[m] for m in nbrs.get(n, ()) if m in pos]
+        return (sum(ps) / len(ps) if ps else float(here[n]), here[n])
+
+    return sorted(moving, key=key)
+
+
+def _exchange(
+    left: list[str], right: list[str], pairs: list[Pair], x: int, nbrs: dict[str, list[str]]
+) -> tuple[list[str], list[str]]:
+    """Swap neighbours in one column, re-sort the other by barycentre; keep what removes crossings."""
+    for _ in range(8):
+        improved = False
+        for side in (0, 1):
+            col = left if side == 0 else right
+            for i in range(len(col) - 1):
+                tried = [*col[:i], col[i + 1], col[i], *col[i + 2 :]]
+                if side == 0:
+                    cand = (tried, _by_barycentre(right, tried, nbrs))
+                else:
+                    cand = (_by_barycentre(left, tried, nbrs), tried)
+                y = crossings(*cand, pairs)
+                if y < x:
+                    (left, right), x, improved = cand, y, True
+                    col = left if side == 0 else right
+        if not improved or x == 0:
+            break
+    return left, right
 
 
 class Topology(Inspector):
