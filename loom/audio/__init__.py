@@ -16,5 +16,6 @@ from loom.audio.stt import SttEngine
 from loom.audio.topics import AudioTopics
 from loom.audio.tts import TtsSpeaker
 from loom.audio.vad import VadGate
+from loom.audio.wake import WakeWord
 
-__all__ = ["AudioTopics", "Stage", "SttEngine", "TtsSpeaker", "VadGate"]
+__all__ = ["AudioTopics", "Stage", "SttEngine", "TtsSpeaker", "VadGate", "WakeWord"]
