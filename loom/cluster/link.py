@@ -142,6 +142,7 @@ class ClusterLink:
             self.nc = await connect(self.servers, name=f"loom:{self.node}", stats=self.conn, **self.options)
         for pattern in self.import_patterns:
             self._subs.append(await self.nc.subscribe(pattern, cb=self._on_message, **_LIMITS))
+        await self.nc.flush()  # the server holds the subscriptions before start returns: joined means receiving
         if self.export_patterns:
             self._out = self.bus.subscribe(self.export_patterns, qos=QoS.BATCHED, maxsize=65_536, name="cluster.export")
             self._export_task = self.spawn(self._export(self._out), name=f"loom.cluster.export:{self.node}")

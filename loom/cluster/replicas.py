@@ -43,6 +43,7 @@ class ReplicaGroup:
         self.link.claim(self.patterns)
         for pattern in self.patterns:
             self._subs.append(await self.link.nc.subscribe(pattern, queue=self.group, cb=self._on_message, **_LIMITS))
+        await self.link.nc.flush()
 
     async def _on_message(self, msg: Any) -> None:
         event = self.link._decode(msg)

@@ -85,9 +85,7 @@ async def serve_agent(rt: Any, agent: Any, *, durable: bool = False, **consumer_
     return await link.consume(agent.topics, name=f"loom-{agent.agent_id}", handler=hand_over, **consumer_options)
 
 
-def run_worker(
-    url: str, spec: str, *, durable: bool = False, name: str | None = None, ack_wait: float = 30.0
-) -> int:
+def run_worker(url: str, spec: str, *, durable: bool = False, name: str | None = None, ack_wait: float = 30.0) -> int:
     """The ``loom worker`` command: until SIGINT/SIGTERM; prints one JSON line when ready."""
     from loom.runtime import Loom
 
