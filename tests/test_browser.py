@@ -355,10 +355,11 @@ def test_tracing_notebook_shows_real_spans_the_topology_and_metrics(lab):
         assert publish.count() >= 2 and float(publish.first.get_attribute("stroke-width")) > 1
         # 3 requests and 3 replies in; 3 questions to the analyst, 3 audits, 3 answers out
         assert "in 6 · out 9" in (topo.locator("g.loom-node[data-node-id='agent:coordinator']").text_content() or "")
-        topo.locator("g.loom-node[data-node-id='topic:trip.plan'] circle").click()
-        page.wait_for_function(only, arg="trip.plan", timeout=20_000)
         topo.scroll_into_view_if_needed()
         topo.screenshot(path=str(ARTIFACTS / "topology.png"))
+        topo.locator("g.loom-node[data-node-id='topic:trip.plan'] circle").click()
+        page.wait_for_function(only, arg="trip.plan", timeout=20_000)
+        assert topo.locator("path.loom-edge-chosen").count() == 1  # the coordinator subscribes (the notebook sends)
 
         # MetricsView: a sparkline per series, rates, the tools with their errors, LLM tokens
         metrics = page.locator(".loom-metrics").first
