@@ -205,3 +205,23 @@ async def test_loom_cluster_argument_joins_at_start_and_leaves_nothing(server):
     for _ in range(5):
         await asyncio.sleep(0)
     assert not {t for t in asyncio.all_tasks() - before if not t.done() and t is not asyncio.current_task()}
+
+
+async def test_a_burst_crosses_in_order_batched_and_conversations_stay_single(server):
+    async with loom.Loom(name="a", native_tools=()) as a, loom.Loom(name="b", native_tools=()) as b:
+        await a.join_cluster(server.url, share_directory=False)
+        await b.join_cluster(server.url, share_directory=False)
+        got = b.bus.subscribe(["burst.>", "conv.>"], maxsize=10_000)
+        for i in range(3000):
+            a.bus.publish_nowait(f"burst.{i % 3}", loom.Event("tick", str(i).encode()))
+            if i % 500 == 0:  # envelope keys: a message of its own, keys in headers
+                a.bus.publish_nowait("conv.x", loom.Event("msg", str(i).encode(), metadata={"thread_id": f"t{i}"}))
+        await until(lambda: got.qsize() >= 3006, timeout=10)
+        items = [got.get_nowait() for _ in range(got.qsize())]
+        for k in range(3):  # the order of each subject is kept
+            assert [int(d.event.payload) for d in items if d.topic == f"burst.{k}"] == list(range(k, 3000, 3))
+        assert [d.event.metadata["thread_id"] for d in items if d.topic == "conv.x"] == [
+            f"t{i}" for i in range(0, 3000, 500)
+        ]
+        stats = a.cluster.stats()
+        assert stats["exported"] == 3006 and 0 < stats["batches"] < 3006

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from loom.cluster.codec import encode
-from loom.cluster.link import _patterns, minimal_patterns
+from loom.cluster.subjects import check_patterns, minimal_patterns
 from loom.events.topics import TopicIndex
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class DurableExport:
 
     def __init__(self, link: ClusterLink, patterns: Iterable[str], *, stream: str = "LOOM", replicas: int = 1) -> None:
         self.link = link
-        self.patterns = minimal_patterns(_patterns(patterns, "durable"))
+        self.patterns = minimal_patterns(check_patterns(patterns, "durable"))
         self.stream = stream
         self.replicas = replicas
         self.published = 0
@@ -189,7 +189,7 @@ class DurableConsumer:
         batch: int = 64,
     ) -> None:
         self.link = link
-        self.patterns = minimal_patterns(_patterns(patterns, "consume"))
+        self.patterns = minimal_patterns(check_patterns(patterns, "consume"))
         self.name = name
         self.handler = handler or link.deliver
         self.stream = stream

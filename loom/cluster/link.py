@@ -25,11 +25,21 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from loom.cluster.codec import ORIGIN_KEY, NotALoomEvent, decode, encode
+from loom.cluster.codec import (
+    BATCH_HEADER,
+    ORIGIN_KEY,
+    NotALoomEvent,
+    batchable,
+    decode,
+    decode_batch,
+    encode,
+    encode_batch,
+)
 from loom.cluster.connection import ConnectionStats, connect, server_list
-from loom.errors import LoomError, UsageError
+from loom.cluster.subjects import INTERNAL_PREFIXES, SUB_LIMITS, check_patterns, minimal_patterns
+from loom.errors import LoomError
 from loom.events.qos import QoS
-from loom.events.topics import TopicIndex, validate_pattern
+from loom.events.topics import TopicIndex
 
 if TYPE_CHECKING:
     from loom.events.bus import EventBus
@@ -37,7 +47,7 @@ if TYPE_CHECKING:
     from loom.events.subscription import Subscription
     from loom.telemetry.seam import Instruments
 
-__all__ = ["ClusterLink", "LinkStats", "MessageTooLarge", "minimal_patterns"]
+__all__ = ["ClusterLink", "LinkStats", "MessageTooLarge"]
 
 log = logging.getLogger("loom.cluster")
 
@@ -61,22 +71,7 @@ class LinkStats:
     expired: int = 0
     buffer_full: int = 0
     send_failed: int = 0
-
-
-def minimal_patterns(patterns: Iterable[str]) -> list[str]:
-    """``patterns`` without those another one covers: overlapping NATS subscriptions would deliver twice."""
-    ps = list(dict.fromkeys(patterns))
-    return [p for p in ps if not any(q != p and _covers(q, p) for q in ps)]
-
-
-def _covers(q: str, p: str) -> bool:
-    qt, pt = q.split("."), p.split(".")
-    for i, tok in enumerate(qt):
-        if tok == ">":
-            return len(pt) > i
-        if i >= len(pt) or (tok != "*" and tok != pt[i]) or (tok == "*" and pt[i] == ">"):
-            return False
-    return len(qt) == len(pt)
+    batches: int = 0
 
 
 class ClusterLink:
@@ -111,8 +106,8 @@ class ClusterLink:
         self.bus = bus
         self.instruments = instruments
         self.spawn = spawn
-        self.export_patterns = minimal_patterns(_patterns(export, "export"))
-        self.import_patterns = minimal_patterns(_patterns(import_, "import_"))
+        self.export_patterns = minimal_patterns(check_patterns(export, "export"))
+        self.import_patterns = minimal_patterns(check_patterns(import_, "import_"))
         self.node = node or f"{socket.gethostname().split('.')[0]}-{uuid.uuid4().hex[:8]}"
         self.options = options
         self.nc: Any = None
@@ -141,7 +136,7 @@ class ClusterLink:
         with self.instruments.span("cluster.connect", {"loom.cluster.servers": ",".join(self.servers)}):
             self.nc = await connect(self.servers, name=f"loom:{self.node}", stats=self.conn, **self.options)
         for pattern in self.import_patterns:
-            self._subs.append(await self.nc.subscribe(pattern, cb=self._on_message, **_LIMITS))
+            self._subs.append(await self.nc.subscribe(pattern, cb=self._on_message, **SUB_LIMITS))
         await self.nc.flush()  # the server holds the subscriptions before start returns: joined means receiving
         if self.export_patterns:
             self._out = self.bus.subscribe(self.export_patterns, qos=QoS.BATCHED, maxsize=65_536, name="cluster.export")
@@ -181,22 +176,67 @@ class ClusterLink:
 
     # -- export --------------------------------------------------------------------------
     async def _export(self, sub: Subscription) -> None:
-        publish, node, counts = self.nc.publish, self.node, self.counts
-        async for topic, event in sub:
-            if ORIGIN_KEY in event.metadata:  # it came from the cluster: never send it back
-                counts.echo_skipped += 1
-                continue
-            try:
-                durable = self.durable_export
-                if durable is not None and durable.covers(topic):
-                    await durable.publish(topic, event)
+        # One delivery at a time while traffic is light (each leaves at once: latency); a backlog is
+        # taken whole and its plain events go out batched per subject (throughput: see codec). Order
+        # is kept per subject, as NATS keeps it; across subjects a backlog may leave regrouped.
+        node, counts = self.node, self.counts
+        async for items in sub.batches(_BATCH_MAX):
+            if len(items) == 1:
+                topic, event = items[0]
+                if ORIGIN_KEY in event.metadata:  # it came from the cluster: never send it back
+                    counts.echo_skipped += 1
                     continue
-                await self._send(publish, topic, event, node)
-            except MessageTooLarge as exc:
-                counts.too_large += 1
-                self._warn(f"too_large:{topic}", str(exc))
-            except LoomError as exc:
-                self._warn(f"send:{topic}", str(exc))
+                await self._export_one(topic, event, node)
+                continue
+            runs: dict[str, list[Event]] = {}  # per subject, in order: the order NATS keeps is per subject
+            for topic, event in items:
+                if ORIGIN_KEY in event.metadata:
+                    counts.echo_skipped += 1
+                elif batchable(event):
+                    runs.setdefault(topic, []).append(event)
+                else:  # a conversation message leaves alone, after what its subject had before it
+                    await self._export_run(topic, runs.pop(topic, []), node)
+                    await self._export_one(topic, event, node)
+            for topic, run in runs.items():
+                await self._export_run(topic, run, node)
+
+    async def _export_one(self, topic: str, event: Event, node: str) -> None:
+        try:
+            durable = self.durable_export
+            if durable is not None and durable.covers(topic):
+                await durable.publish(topic, event)
+                return
+            await self._send(self.nc.publish, topic, event, node)
+        except MessageTooLarge as exc:
+            self.counts.too_large += 1
+            self._warn(f"too_large:{topic}", str(exc))
+        except LoomError as exc:
+            self._warn(f"send:{topic}", str(exc))
+
+    async def _export_run(self, topic: str, run: list[Event], node: str) -> None:
+        if not run:
+            return
+        if len(run) < 2 or (self.durable_export is not None and self.durable_export.covers(topic)):
+            for event in run:  # durable events go one by one: each has its own id for deduplication
+                await self._export_one(topic, event, node)
+            return
+        from nats.errors import ConnectionClosedError, MaxPayloadError, OutboundBufferLimitError
+
+        data, headers = encode_batch(run, node)
+        try:
+            await self.nc.publish(topic, data, headers=headers)
+        except MaxPayloadError:  # too big together: one by one (an event too big alone is reported there)
+            for event in run:
+                await self._export_one(topic, event, node)
+            return
+        except OutboundBufferLimitError:
+            self.counts.buffer_full += len(run)
+            return
+        except ConnectionClosedError:
+            self.counts.send_failed += len(run)
+            return
+        self.counts.exported += len(run)
+        self.counts.batches += 1
 
     async def _send(self, publish: Any, topic: str, event: Event, node: str) -> None:
         from nats.errors import ConnectionClosedError, MaxPayloadError, OutboundBufferLimitError
@@ -252,13 +292,26 @@ class ClusterLink:
     # -- import --------------------------------------------------------------------------
     async def _on_message(self, msg: Any) -> None:
         subject = msg.subject
-        if subject[0] in "$_" and subject.startswith(_INTERNAL):
+        if subject[0] in "$_" and subject.startswith(INTERNAL_PREFIXES):
             return  # JetStream, key-value, inboxes, capability calls: NATS traffic, not bus events
         if self._claimed_subject(subject):
             return  # a queue group or a durable consumer of this runtime delivers it
+        headers = msg.headers
+        if headers is not None and BATCH_HEADER in headers:
+            for event in self._decode_batch(msg):
+                await self.deliver(subject, event)
+            return
         event = self._decode(msg)
         if event is not None:
             await self.deliver(subject, event)
+
+    def _decode_batch(self, msg: Any) -> list[Event]:
+        try:
+            return decode_batch(msg.data)
+        except NotALoomEvent as exc:
+            self.counts.not_loom += 1
+            self._warn(f"not_loom:{msg.subject}", f"skipped a message on {msg.subject!r}: {exc}")
+            return []
 
     def _decode(self, msg: Any) -> Event | None:
         try:
@@ -335,17 +388,4 @@ class ClusterLink:
         return f"<ClusterLink {self.node} {state} to {','.join(self.servers)}>"
 
 
-_INTERNAL = ("$JS.", "$KV.", "$SYS.", "$O.", "_INBOX.", "_loom.")
-_LIMITS = {"pending_msgs_limit": 262_144, "pending_bytes_limit": 256 * 1024 * 1024}
-
-
-def _patterns(patterns: Iterable[str], what: str) -> list[str]:
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    out = list(patterns)
-    for p in out:
-        try:
-            validate_pattern(p)
-        except (TypeError, ValueError) as exc:
-            raise UsageError(f"{what}: {exc}") from None
-    return out
+_BATCH_MAX = 256  # events per batch message at most (a backlog's plain events of one subject)

@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from loom.cluster.link import _LIMITS, _patterns, minimal_patterns
+from loom.cluster.codec import BATCH_HEADER
+from loom.cluster.subjects import SUB_LIMITS, check_patterns, minimal_patterns
 
 if TYPE_CHECKING:
     from loom.cluster.link import ClusterLink
@@ -34,7 +35,7 @@ class ReplicaGroup:
         if not group or any(c.isspace() for c in group):
             raise ValueError(f"a queue group is a non-empty name without spaces, got {group!r}")
         self.link = link
-        self.patterns = minimal_patterns(_patterns(patterns, "replicate"))
+        self.patterns = minimal_patterns(check_patterns(patterns, "replicate"))
         self.group = group
         self.received = 0
         self._subs: list[Any] = []
@@ -42,12 +43,19 @@ class ReplicaGroup:
     async def start(self) -> None:
         self.link.claim(self.patterns)
         for pattern in self.patterns:
-            self._subs.append(await self.link.nc.subscribe(pattern, queue=self.group, cb=self._on_message, **_LIMITS))
+            self._subs.append(
+                await self.link.nc.subscribe(pattern, queue=self.group, cb=self._on_message, **SUB_LIMITS)
+            )
         await self.link.nc.flush()
 
     async def _on_message(self, msg: Any) -> None:
-        event = self.link._decode(msg)
-        if event is not None:
+        headers = msg.headers
+        if headers is not None and BATCH_HEADER in headers:  # a backlog's events, batched: one member takes all
+            events = self.link._decode_batch(msg)
+        else:
+            event = self.link._decode(msg)
+            events = [event] if event is not None else []
+        for event in events:
             self.received += 1
             await self.link.deliver(msg.subject, event)
 

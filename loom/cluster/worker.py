@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 from loom.errors import UsageError
@@ -100,7 +101,8 @@ def run_worker(url: str, spec: str, *, durable: bool = False, name: str | None =
             ready = {"ready": True, "node": rt.cluster.node, "agent": agent.agent_id, "pid": os.getpid()}
             print(json.dumps({**ready, "mode": "durable" if durable else "queue"}), flush=True)
             await stop.wait()
-            print(json.dumps({"stopped": True, "handled": agent.core.handled, "part": repr(part)}), flush=True)
+            done = {"stopped": True, "handled": agent.core.handled, "cpu_s": time.process_time(), "part": repr(part)}
+            print(json.dumps(done), flush=True)
 
     try:
         asyncio.run(main())
