@@ -221,9 +221,12 @@ def test_agent_and_collaboration_notebooks_render_their_inspectors(lab):
         _no_tracebacks(page)
 
         _open_and_run_all(page, url, token, "02_collaboration_patterns.ipynb")
-        # this notebook does not turn telemetry on: the timeline says how to (notebook 07 draws spans)
-        page.wait_for_selector(".loom-timeline .loom-hint", timeout=60_000)
-        assert "loom.telemetry.init_telemetry()" in page.locator(".loom-timeline .loom-hint").first.inner_text()
+        # `%loom trace on` at its top: the timeline draws the run's spans, one lane per agent
+        page.wait_for_selector(".loom-timeline g.loom-lane[data-lane='bob']", timeout=60_000)
+        timeline = page.locator(".loom-timeline").first
+        lanes = timeline.locator("g.loom-lane").evaluate_all("gs => gs.map(g => g.dataset.lane)")
+        assert {"ann", "bob", "cy", "boss"} <= set(lanes) and not any(lane.startswith("agent.") for lane in lanes)
+        assert timeline.locator("g.loom-span-g[data-name='collab.contract_net']").count() >= 1
         _no_tracebacks(page)
         browser.close()
 

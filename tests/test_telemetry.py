@@ -216,3 +216,28 @@ def test_the_collector_is_a_bounded_ring_that_counts_what_fell_out():
     assert len(col.traces()) == 3 and col.spans(limit=1)[0].name == "s4"
     with pytest.raises(ValueError):
         SpanCollector(capacity=0)
+
+
+async def test_a_replay_is_one_new_trace_not_a_continuation_of_the_recorded_ones(tmp_path, collector):
+    path = tmp_path / "s.db"
+    async with loom.Loom(record=path, native_tools=()) as rec:
+        sub = rec.bus.subscribe("r.t")
+        await rec.bus.publish("r.t", Event("x"))
+        (_, recorded) = await sub.get()
+        sub.close()
+    old_trace = recorded.metadata["trace_id"]
+    collector.clear()
+    async with loom.Loom(native_tools=()) as rt:
+        sub = rt.bus.subscribe("r.t")
+        await rt.replay(path, speed="max")
+        (_, replayed) = await sub.get()
+        sub.close()
+    replay = next(s for s in collector.spans() if s.name == "replay")
+    publish = next(s for s in collector.spans() if s.name == "publish" and s.attributes["loom.topic"] == "r.t")
+    assert publish.parent_span_id == replay.span_id and publish.trace_id == replay.trace_id != old_trace
+    assert replayed.metadata["trace_id"] == replay.trace_id and replayed.id == recorded.id  # the same event
+
+
+def test_the_collector_can_be_looked_at_without_turning_telemetry_on(collector):
+    loom.telemetry.disable_telemetry()
+    assert loom.telemetry.current_collector() is collector and not loom.telemetry.telemetry_enabled()

@@ -37,6 +37,9 @@ function render({ model, el }) {
   }
 
   function update() {
+    // a filter set from Python (a Topology or TraceTimeline click) shows in the boxes too
+    if (document.activeElement !== pattern) pattern.value = model.get("pattern");
+    if (document.activeElement !== types) types.value = model.get("types");
     const rows = model.get("rows");
     const total = model.get("total");
     const missed = model.get("missed");
@@ -68,7 +71,9 @@ function render({ model, el }) {
     el.dataset.rows = String(rows.length);
   }
 
-  for (const name of ["rows", "topics", "total", "missed", "paused", "error"]) model.on(`change:${name}`, update);
+  for (const name of ["rows", "topics", "total", "missed", "paused", "error", "pattern", "types"]) {
+    model.on(`change:${name}`, update);
+  }
   update();
 }
 

@@ -171,6 +171,8 @@ class AgentRuntime:
 
     async def aclose(self) -> None:
         """Stop every agent (each gets ``on_shutdown``), then close the state store."""
+        self.link.instruments.forget("loom.agent.mailbox_depth", self._observe_depth)
+        self.link.instruments.forget("loom.agent.handled", self._observe_handled)
         for agent in list(self._agents.values()):
             await agent.halt("stopped")
         self.store.close()

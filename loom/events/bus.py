@@ -385,6 +385,7 @@ class EventBus(BusTelemetry):
         Publishing afterwards delivers nothing (returns 0). Idempotent.
         """
         self._closed = True
+        self._uninstrument()
         for sub in list(self._subs.values()):
             self._close_subscription(sub, "bus_closed")
         tasks = [t for t in self._callback_tasks.values() if not t.done()]

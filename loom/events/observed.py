@@ -33,9 +33,20 @@ class BusTelemetry:
         inst = self.instruments
         if inst._publish is None:  # notes go to this bus unless the seam was bound elsewhere
             inst.bind(self.publish_nowait, self._watched)  # type: ignore[attr-defined]
-        inst.observe("loom.bus.published", self._observe_published)
-        inst.observe("loom.bus.delivered", self._observe_delivered)
-        inst.observe("loom.bus.dropped", self._observe_dropped)
+        for name, fn in self._sources():
+            inst.observe(name, fn)
+
+    def _uninstrument(self) -> None:
+        """A closed bus is no longer a metric source (its runtime's counters end with it)."""
+        for name, fn in self._sources():
+            self.instruments.forget(name, fn)
+
+    def _sources(self) -> list[tuple[str, Any]]:
+        return [
+            ("loom.bus.published", self._observe_published),
+            ("loom.bus.delivered", self._observe_delivered),
+            ("loom.bus.dropped", self._observe_dropped),
+        ]
 
     def _watched(self, topic: str) -> bool:
         return not self._closed and self.has_subscribers(topic)

@@ -12,7 +12,6 @@ is on). The front end draws a sparkline for each series; ``figure()`` draws them
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import deque
 from typing import Any
@@ -21,6 +20,7 @@ import traitlets
 
 from loom.notebook._assets import asset
 from loom.notebook.base import Inspector, table_html
+from loom.telemetry.seam import current_collector
 
 __all__ = ["MetricsView"]
 
@@ -149,10 +149,11 @@ class MetricsView(Inspector):
     @staticmethod
     def _llm() -> list[dict[str, Any]]:
         """Tokens and call latency per provider and model, from the OpenTelemetry meters (when on)."""
-        otel = sys.modules.get("loom.telemetry.otel")  # never import OpenTelemetry just to look
-        if otel is None or getattr(otel, "_state", None) is None:
+        if current_collector() is None:  # telemetry never initialised: no meters (and no OpenTelemetry import)
             return []
-        snap = otel.metrics_snapshot()
+        from loom.telemetry.otel import metrics_snapshot
+
+        snap = metrics_snapshot()
         rows: dict[tuple[str, str], dict[str, Any]] = {}
         for p in snap.get("loom.llm.tokens", []):
             a = p["attributes"]

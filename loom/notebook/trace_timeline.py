@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import html
 import math
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -25,6 +24,7 @@ import traitlets
 
 from loom.notebook._assets import asset
 from loom.notebook.base import Inspector
+from loom.telemetry.seam import current_collector, telemetry_enabled
 
 __all__ = ["HINT_OFF", "TraceTimeline", "axis_ticks", "timeline_model"]
 
@@ -205,14 +205,11 @@ class TraceTimeline(Inspector):
     def _collector(self) -> Any:
         if self.collector is not None:
             return self.collector
-        otel = sys.modules.get("loom.telemetry.otel")  # not imported: telemetry was never turned on
-        state = getattr(otel, "_state", None) if otel is not None else None
-        return state.collector if state is not None else None
+        return current_collector()  # never turns telemetry on just to look
 
     @staticmethod
     def _enabled() -> bool:
-        otel = sys.modules.get("loom.telemetry.otel")
-        return otel is not None and otel.telemetry_enabled()
+        return telemetry_enabled()
 
     def _collect(self, force: bool = False) -> dict[str, Any] | None:
         col = self._collector()

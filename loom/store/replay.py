@@ -147,8 +147,12 @@ async def replay(
     opened = not isinstance(log, EventLog)
     db = await asyncio.to_thread(EventLog, log, readonly=True) if opened else log
     assert isinstance(db, EventLog)
+    # With tracing on, the replay is one new trace: each re-published event's span hangs under this
+    # one (the current span wins over the recorded trace keys), so nothing joins the old traces.
+    attrs = {"loom.component": "store", "loom.replay.log": str(db.path), "loom.replay.speed": str(speed)}
     try:
-        return await _publish(bus, db, speed, patterns, until, control)
+        with bus.instruments.span("replay", attrs):
+            return await _publish(bus, db, speed, patterns, until, control)
     finally:
         if opened:
             db.close()

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from loom.telemetry.seam import NOOP_SPAN, Instruments
+from loom.telemetry.seam import NOOP_SPAN, Instruments, current_collector, telemetry_enabled
 
 if TYPE_CHECKING:
     from loom.telemetry.collector import SpanCollector, SpanRecord
-    from loom.telemetry.otel import disable_telemetry, init_telemetry, metrics_snapshot, telemetry_enabled
+    from loom.telemetry.otel import disable_telemetry, init_telemetry, metrics_snapshot
 
 __all__ = [
     "NOOP_SPAN",
     "Instruments",
     "SpanCollector",
     "SpanRecord",
+    "current_collector",
     "disable_telemetry",
     "init_telemetry",
     "metrics_snapshot",
@@ -35,7 +36,6 @@ _LAZY = {
     "disable_telemetry": "loom.telemetry.otel",
     "init_telemetry": "loom.telemetry.otel",
     "metrics_snapshot": "loom.telemetry.otel",
-    "telemetry_enabled": "loom.telemetry.otel",
 }
 
 

@@ -44,8 +44,8 @@ class SpanRecord:
     def lane(self) -> str:
         """Where a timeline draws it: the agent (bare id, never ``agent.<id>``), else the part."""
         agent = self.attributes.get("loom.agent")
-        if agent:
-            return str(agent).removeprefix("agent.")
+        if agent:  # an agent's own id; a part publishing notes as "loom.tools" is the part "tools"
+            return str(agent).removeprefix("agent.").removeprefix("loom.")
         return str(self.attributes.get("loom.component") or self.name.split(".", 1)[0])
 
     def to_dict(self) -> dict[str, Any]:

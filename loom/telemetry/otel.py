@@ -26,7 +26,7 @@ from loom.errors import UsageError
 from loom.telemetry import seam
 from loom.telemetry.collector import SpanCollector
 
-__all__ = ["disable_telemetry", "init_telemetry", "metrics_snapshot", "telemetry_enabled"]
+__all__ = ["disable_telemetry", "init_telemetry", "metrics_snapshot"]
 
 _lock = threading.Lock()
 
@@ -84,6 +84,7 @@ def init_telemetry(
             return _state.collector if _state is not None else SpanCollector(capacity)
         if _state is None:
             _state = _build(service_name, capacity, otlp_endpoint)
+            seam._collector = _state.collector
         traces = _env_list("OTEL_TRACES_EXPORTER", "otlp" if (otlp_endpoint or _otlp_endpoint_set()) else "none")
         if (console if console is not None else "console" in traces) and "console" not in _state.exporters:
             from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
@@ -174,11 +175,6 @@ def disable_telemetry() -> None:
     state = _state
     if state is not None:
         state.provider.force_flush(2000)
-
-
-def telemetry_enabled() -> bool:
-    """Whether spans are being made now."""
-    return seam._tracer is not None
 
 
 def metrics_snapshot() -> dict[str, list[dict[str, Any]]]:

@@ -29,7 +29,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from loom.events.event import Event
 
-__all__ = ["NOOP_SPAN", "Instruments", "Tracer", "live_instruments", "set_tracer"]
+__all__ = [
+    "NOOP_SPAN",
+    "Instruments",
+    "Tracer",
+    "current_collector",
+    "live_instruments",
+    "set_tracer",
+    "telemetry_enabled",
+]
 
 Observation = tuple[float, Mapping[str, str]]
 ObserveFn = Callable[[], Iterable[Observation]]
@@ -74,6 +82,7 @@ class _NoopSpan:
 NOOP_SPAN = _NoopSpan()
 
 _tracer: Tracer | None = None
+_collector: Any = None  # the process's SpanCollector once init_telemetry() made it
 _live: weakref.WeakSet[Instruments] = weakref.WeakSet()
 
 
@@ -181,3 +190,14 @@ def set_tracer(tracer: Tracer | None) -> None:
 def live_instruments() -> list[Instruments]:
     """Every :class:`Instruments` still alive in this process (metric collection reads them)."""
     return list(_live)
+
+
+def telemetry_enabled() -> bool:
+    """Whether spans are being made now (``init_telemetry()`` ran and telemetry is not off)."""
+    return _tracer is not None
+
+
+def current_collector() -> Any:
+    """The process's :class:`~loom.telemetry.SpanCollector`, or None if telemetry was never
+    initialised; never turns telemetry on (what an inspector asks before it draws)."""
+    return _collector

@@ -90,6 +90,7 @@ class ToolRegistry:
 
     async def aclose(self) -> None:
         """Close the tools' own resources (HTTP clients); a standalone registry also ends calls in flight."""
+        self.instruments.forget("loom.tool.calls", self._observe_calls)
         if self._owns_supervisor:
             self._supervisor.stop_waiters()
         for entry in self._entries.values():
