@@ -20,7 +20,8 @@ from loom.cluster.codec import NotALoomEvent
 from loom.cluster.connection import ClusterUnavailable
 from loom.cluster.directory import ClusterDirectory
 from loom.cluster.durable import DurableConsumer, DurableExport
-from loom.cluster.link import ClusterLink, MessageTooLarge
+from loom.cluster.export import MessageTooLarge
+from loom.cluster.link import ClusterLink
 from loom.cluster.replicas import ReplicaGroup
 from loom.cluster.server import NatsServer, NatsServerError, find_nats_server
 

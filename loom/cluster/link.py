@@ -29,22 +29,18 @@ from loom.cluster.codec import (
     BATCH_HEADER,
     ORIGIN_KEY,
     NotALoomEvent,
-    batchable,
     decode,
     decode_batch,
-    encode,
-    encode_batch,
 )
 from loom.cluster.connection import ConnectionStats, connect, server_list
+from loom.cluster.export import Exporter, MessageTooLarge
 from loom.cluster.subjects import INTERNAL_PREFIXES, SUB_LIMITS, check_patterns, minimal_patterns
 from loom.errors import LoomError
-from loom.events.qos import QoS
 from loom.events.topics import TopicIndex
 
 if TYPE_CHECKING:
     from loom.events.bus import EventBus
     from loom.events.event import Event
-    from loom.events.subscription import Subscription
     from loom.telemetry.seam import Instruments
 
 __all__ = ["ClusterLink", "LinkStats", "MessageTooLarge"]
@@ -52,10 +48,6 @@ __all__ = ["ClusterLink", "LinkStats", "MessageTooLarge"]
 log = logging.getLogger("loom.cluster")
 
 Spawn = Callable[..., "asyncio.Task[Any]"]
-
-
-class MessageTooLarge(LoomError, ValueError):
-    """An event bigger than the server's ``max_payload``: it stays local (the link stays up)."""
 
 
 @dataclass(slots=True)
@@ -113,14 +105,13 @@ class ClusterLink:
         self.nc: Any = None
         self.conn = ConnectionStats()
         self.counts = LinkStats()
-        self._out: Subscription | None = None
         self._subs: list[Any] = []
         self._claimed: TopicIndex[str] = TopicIndex()
         self._claim_cache: dict[str, bool] = {}
         self._parts: list[Any] = []  # replicas, durable consumers, the directory: closed before the connection
         self.planned: list[Any] = []  # parts to start once connected (build_link puts them here)
         self.durable_export: Any = None  # the DurableExport, when some exported patterns are durable
-        self._export_task: asyncio.Task[None] | None = None
+        self.exporter = Exporter(self, max_pending=int(options.get("pending_size", 2 * 1024 * 1024)))
         self._warned: set[str] = set()
         instruments.observe("loom.cluster.messages", self._observe)
 
@@ -139,20 +130,13 @@ class ClusterLink:
             self._subs.append(await self.nc.subscribe(pattern, cb=self._on_message, **SUB_LIMITS))
         await self.nc.flush()  # the server holds the subscriptions before start returns: joined means receiving
         if self.export_patterns:
-            self._out = self.bus.subscribe(self.export_patterns, qos=QoS.BATCHED, maxsize=65_536, name="cluster.export")
-            self._export_task = self.spawn(self._export(self._out), name=f"loom.cluster.export:{self.node}")
+            self.exporter.start()
         for part in self.planned:
             await self.add_part(part)
 
     async def aclose(self) -> None:
         """Stop importing and exporting, close the parts, drain (what was published is flushed) and close."""
-        if self._out is not None:
-            self._out.close()  # the export task sends what is queued, then ends
-            self._out = None
-        if self._export_task is not None:
-            await asyncio.wait([self._export_task], timeout=5.0)
-            self._export_task.cancel()
-            self._export_task = None
+        await self.exporter.aclose()
         for part in reversed(self._parts):
             await part.aclose()
         self._parts.clear()
@@ -175,88 +159,6 @@ class ClusterLink:
         return part
 
     # -- export --------------------------------------------------------------------------
-    async def _export(self, sub: Subscription) -> None:
-        # One delivery at a time while traffic is light (each leaves at once: latency); a backlog is
-        # taken whole and its plain events go out batched per subject (throughput: see codec). Order
-        # is kept per subject, as NATS keeps it; across subjects a backlog may leave regrouped.
-        node, counts = self.node, self.counts
-        async for items in sub.batches(_BATCH_MAX):
-            if len(items) == 1:
-                topic, event = items[0]
-                if ORIGIN_KEY in event.metadata:  # it came from the cluster: never send it back
-                    counts.echo_skipped += 1
-                    continue
-                await self._export_one(topic, event, node)
-                continue
-            runs: dict[str, list[Event]] = {}  # per subject, in order: the order NATS keeps is per subject
-            for topic, event in items:
-                if ORIGIN_KEY in event.metadata:
-                    counts.echo_skipped += 1
-                elif batchable(event):
-                    runs.setdefault(topic, []).append(event)
-                else:  # a conversation message leaves alone, after what its subject had before it
-                    await self._export_run(topic, runs.pop(topic, []), node)
-                    await self._export_one(topic, event, node)
-            for topic, run in runs.items():
-                await self._export_run(topic, run, node)
-
-    async def _export_one(self, topic: str, event: Event, node: str) -> None:
-        try:
-            durable = self.durable_export
-            if durable is not None and durable.covers(topic):
-                await durable.publish(topic, event)
-                return
-            await self._send(self.nc.publish, topic, event, node)
-        except MessageTooLarge as exc:
-            self.counts.too_large += 1
-            self._warn(f"too_large:{topic}", str(exc))
-        except LoomError as exc:
-            self._warn(f"send:{topic}", str(exc))
-
-    async def _export_run(self, topic: str, run: list[Event], node: str) -> None:
-        if not run:
-            return
-        if len(run) < 2 or (self.durable_export is not None and self.durable_export.covers(topic)):
-            for event in run:  # durable events go one by one: each has its own id for deduplication
-                await self._export_one(topic, event, node)
-            return
-        from nats.errors import ConnectionClosedError, MaxPayloadError, OutboundBufferLimitError
-
-        data, headers = encode_batch(run, node)
-        try:
-            await self.nc.publish(topic, data, headers=headers)
-        except MaxPayloadError:  # too big together: one by one (an event too big alone is reported there)
-            for event in run:
-                await self._export_one(topic, event, node)
-            return
-        except OutboundBufferLimitError:
-            self.counts.buffer_full += len(run)
-            return
-        except ConnectionClosedError:
-            self.counts.send_failed += len(run)
-            return
-        self.counts.exported += len(run)
-        self.counts.batches += 1
-
-    async def _send(self, publish: Any, topic: str, event: Event, node: str) -> None:
-        from nats.errors import ConnectionClosedError, MaxPayloadError, OutboundBufferLimitError
-
-        data, headers = encode(event, node)
-        try:
-            await publish(topic, data, headers=headers)
-        except MaxPayloadError:
-            raise MessageTooLarge(
-                f"event {event.id} ({event.type}) on {topic!r} is {len(data)} bytes encoded, more than the "
-                f"server's max_payload ({self.nc.max_payload}): it stays local; send large data by reference"
-            ) from None
-        except OutboundBufferLimitError:
-            self.counts.buffer_full += 1  # disconnected and the reconnect buffer is full: lost, counted
-            return
-        except ConnectionClosedError:
-            self.counts.send_failed += 1
-            return
-        self.counts.exported += 1
-
     async def send(self, topic: str, event: Event) -> None:
         """Publish ``event`` to the cluster only (not on the local bus), now.
 
@@ -266,7 +168,7 @@ class ClusterLink:
         if self.nc is None:
             raise LoomError("the cluster link is not connected")
         with self.instruments.span("cluster.send", {"loom.topic": topic, "loom.event.type": event.type}):
-            await self._send(self.nc.publish, topic, event, self.node)
+            await self.exporter.send(self.nc.publish, topic, event, self.node)
 
     # -- replicas and durable consumers --------------------------------------------------
     async def replicate(self, patterns: Iterable[str], group: str) -> Any:
@@ -386,6 +288,3 @@ class ClusterLink:
     def __repr__(self) -> str:
         state = "connected" if self.connected else "not connected"
         return f"<ClusterLink {self.node} {state} to {','.join(self.servers)}>"
-
-
-_BATCH_MAX = 256  # events per batch message at most (a backlog's plain events of one subject)
