@@ -6,8 +6,9 @@ One local nats-server (the packaged binary, 127.0.0.1) per run; every workload r
 processes. `throughput`: a producer runtime publishes N small events on its bus (exported), a
 consumer runtime in another process has an agent on the topic that counts them (first to last).
 `rpc`: an asker agent makes N sequential ctx.request round trips to an echo agent in another
-runtime (200 warm-up). `replicas`: this process publishes W events that a `loom worker` agent
-handles (burning 100 µs of CPU each, then reporting on work.done), with 1, 2 and 3 workers; the
+runtime (200 warm-up), with the envelope keys in NATS headers (the default) and in the body
+(``envelope_headers=False``). `replicas`: this process publishes W events that a `loom worker` agent
+handles (burning 500 µs of CPU each, then reporting on work.done), with 1, 2 and 3 workers; the
 figure is W over the time until the last work.done arrived, plus the workers' CPU per event.
 Floors, in the same run, with bare nats-py and no Loom code: pub/sub between two processes (the
 same protobuf bodies, no headers, as Loom's plain events), a request round trip between two
@@ -31,6 +32,7 @@ from pathlib import Path
 from _stats import latency_summary
 
 ROOT = Path(__file__).resolve().parents[1]
+WORK_MS = 0.5  # CPU each replicated event costs its handler (tests/peers/cluster_agents.py:cpu)
 
 
 def _body() -> bytes:
@@ -119,19 +121,19 @@ async def role(name: str, url: str, n: int) -> None:
             for _ in range(n):
                 await rt.bus.publish("bench.flow", loom.Event("tick", b"x" * 16))
             await rt.cluster.nc.flush()
-    elif name == "echo":
+    elif name in ("echo", "echo_body"):
 
         async def echo(ctx, topic, event):
             await ctx.reply(ctx.thread(event), event.payload)
 
         async with loom.Loom(name="echo", native_tools=()) as rt:
-            await rt.join_cluster(url, share_directory=False)
+            await rt.join_cluster(url, share_directory=False, envelope_headers=name == "echo")
             await loom.Agent("echo", topics=["bench.rpc"], on_event=echo, runtime=rt).start()
             print("ready", flush=True)
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-    elif name == "asker":
+    elif name in ("asker", "asker_body"):
         async with loom.Loom(name="asker", native_tools=()) as rt:
-            await rt.join_cluster(url, share_directory=False)
+            await rt.join_cluster(url, share_directory=False, envelope_headers=name == "asker")
             agent = await loom.Agent("asker", runtime=rt).start()
             thread, lat = agent.ctx.new_thread(), []
             for i in range(200 + n):
@@ -207,9 +209,8 @@ async def replicas(url: str, workers: int, n: int) -> dict:
 
     procs = []
     for _ in range(workers):
-        p = await spawn(
-            "-m", "loom.cli", "worker", "--cluster", url, "tests.peers.cluster_agents:cpu", env={"LOOM_WORK_MS": "0.1"}
-        )
+        args = ("-m", "loom.cli", "worker", "--cluster", url, "tests.peers.cluster_agents:cpu")
+        p = await spawn(*args, env={"LOOM_WORK_MS": str(WORK_MS)})
         assert b'"ready"' in await p.stdout.readline()
         procs.append(p)
     async with loom.Loom(name="bench", native_tools=()) as rt:
@@ -228,12 +229,14 @@ async def replicas(url: str, workers: int, n: int) -> dict:
         tail = json.loads((await p.stdout.read()).decode().strip().splitlines()[-1])
         cpu += tail.get("cpu_s", 0.0)
         await p.wait()
-    return {f"replicas_{workers}_per_s": n / seconds, f"replicas_{workers}_worker_cpu_us_per_event": cpu / n * 1e6}
+    key = f"replicas_{workers}"
+    return {f"{key}_per_s": n / seconds, f"{key}_worker_cpu_us_per_event": cpu / n * 1e6}
 
 
 def bridge_figures(events: int, calls: int) -> dict:
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bridge.py"), "--events", str(events), "--calls", str(calls), "--runs", "1"],
+        [sys.executable, str(ROOT / "bench" / "bridge.py"), "--events", str(events), "--calls", str(calls)]
+        + ["--runs", "1"],
         capture_output=True,
         text=True,
         check=True,
@@ -261,10 +264,12 @@ async def run_once(events: int, calls: int, work: int) -> dict:
         out["bare_self_p50_us"] = (await self_round_trip(url, calls))["p50_us"]
         rpc = await round_trips(url, calls, "echo", "asker")
         out["nats_p50_us"], out["nats_p99_us"] = rpc["p50_us"], rpc["p99_us"]
+        out["nats_body_envelope_p50_us"] = (await round_trips(url, calls, "echo_body", "asker_body"))["p50_us"]
         for w in (1, 2, 3):
             out.update(await replicas(url, w, work))
     out["throughput_vs_floor"] = out["nats_deliveries_per_s"] / out["bare_deliveries_per_s"]
     out["p50_vs_floor"] = out["nats_p50_us"] / out["bare_p50_us"]
+    out["body_envelope_p50_vs_floor"] = out["nats_body_envelope_p50_us"] / out["bare_p50_us"]
     return out
 
 
@@ -272,7 +277,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=50_000)
     ap.add_argument("--calls", type=int, default=2000)
-    ap.add_argument("--work", type=int, default=5000)
+    ap.add_argument("--work", type=int, default=4000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--no-bridge", action="store_true", help="skip bench/bridge.py")
     ap.add_argument("--role", help=argparse.SUPPRESS)

@@ -102,7 +102,7 @@ class Exporter:
         if self.link.durable_export is not None and self.link.durable_export.covers(topic):
             return False
         try:
-            data, headers = encode(event, self.link.node)
+            data, headers = encode(event, self.link.node, self.link.envelope_headers)
         except Exception:  # noqa: BLE001 - the export task reports it with its context
             return False
         if len(data) > nc.max_payload:
@@ -157,7 +157,7 @@ class Exporter:
     async def send(self, publish: Any, topic: str, event: Event, node: str) -> None:
         from nats.errors import ConnectionClosedError, MaxPayloadError, OutboundBufferLimitError
 
-        data, headers = encode(event, node)
+        data, headers = encode(event, node, self.link.envelope_headers)
         try:
             await publish(topic, data, headers=headers)
         except MaxPayloadError:

@@ -77,6 +77,8 @@ class ClusterLink:
         export: patterns whose local events go to NATS.
         import_: patterns whose NATS messages are published on the local bus.
         node: this runtime's id in the cluster (default ``<host>-<random>``).
+        envelope_headers: envelope keys as NATS headers (default; visible to NATS tools) or in the body
+            (less client work per message: see :func:`loom.cluster.codec.encode`).
         options: passed to ``nats.connect`` (credentials, TLS, ``pending_size``, ...).
     """
 
@@ -92,6 +94,7 @@ class ClusterLink:
         export: Iterable[str] = (">",),
         import_: Iterable[str] = (">",),
         node: str | None = None,
+        envelope_headers: bool = True,
         **options: Any,
     ) -> None:
         self.servers = server_list(servers)
@@ -102,6 +105,7 @@ class ClusterLink:
         self.import_patterns = minimal_patterns(check_patterns(import_, "import_"))
         self.node = node or f"{socket.gethostname().split('.')[0]}-{uuid.uuid4().hex[:8]}"
         self.options = options
+        self.envelope_headers = envelope_headers
         self.nc: Any = None
         self.conn = ConnectionStats()
         self.counts = LinkStats()
