@@ -1,10 +1,11 @@
 """Playback for text-to-speech: PCM to a sound device, or to a WAV file when there is none.
 
-The device side is sounddevice (PortAudio) with *blocking writes* of 20 ms from a thread the
-caller owns, not a PortAudio callback: the writer checks its stop flag between blocks, so an
-interruption (barge-in, timeout, ``stop()``) takes effect within one block, and ``abort()``
-drops what is still buffered in the device. A callback stream would make PortAudio's thread
-call into Python, which leaves a ``_DummyThread`` behind in ``threading.enumerate()``.
+The device side is sounddevice (PortAudio) with blocking-mode writes from a thread the caller
+owns, not a PortAudio callback: the writer writes only what fits in the device buffer and
+otherwise waits on its stop flag (5 ms at most), so an interruption (barge-in, timeout,
+``stop()``) takes effect within milliseconds however slowly the device drains, and ``abort()``
+drops what is still buffered. A callback stream would make PortAudio's thread call into
+Python, which leaves a ``_DummyThread`` behind in ``threading.enumerate()``.
 The stream is opened per utterance and closed after it, so the device is free between
 utterances and nothing is left open when the speaker stops.
 """
@@ -26,7 +27,7 @@ from loom.errors import UsageError
 __all__ = ["BLOCK_MS", "NoOutputDevice", "OutputDevice", "PlayResult", "find_output", "play", "write_wav"]
 
 log = logging.getLogger("loom.audio")
-BLOCK_MS = 20  # one write: the longest an interruption waits before the writer sees it
+BLOCK_MS = 20  # the device block; chunks of synthesis are awaited this long between stop checks
 
 
 class NoOutputDevice(UsageError):
@@ -126,25 +127,18 @@ def play(
             samples = resample(item, src_rate, device.rate) if src_rate != device.rate else item
             if device.channels == 2:
                 samples = np.repeat(samples.reshape(-1, 1), 2, axis=1)
-            for i in range(0, len(samples), block):
-                if stop.is_set():
-                    break
-                if first is None:
-                    if on_first_audio is not None:
-                        on_first_audio()
-                    stream.start()
-                    first = time.perf_counter()
-                stream.write(np.ascontiguousarray(samples[i : i + block]))
+            if first is None:
+                if on_first_audio is not None:
+                    on_first_audio()
+                stream.start()
+                first = time.perf_counter()
+            _write(stream, samples, block, stop)
         interrupted = not done
         if stream.active and not interrupted:
             # Through ALSA's pulse plugin, stop() returned before the last ~60 ms were heard: a
             # stream latency's worth of silence after the speech pushes the whole tail out first.
-            pad = np.zeros((block, device.channels) if device.channels == 2 else block, dtype=np.int16)
-            for _ in range(int(stream.latency * device.rate) // block + 2):
-                if stop.is_set():
-                    break
-                stream.write(pad)
-            interrupted = stop.is_set()
+            n = (int(stream.latency * device.rate) // block + 2) * block
+            interrupted = not _write(stream, np.zeros((n, 2) if device.channels == 2 else n, np.int16), block, stop)
         if stream.active:
             # abort drops what the device still buffers (an interruption must be silent at once)
             if interrupted:
@@ -160,6 +154,25 @@ def play(
         stopped_at=stopped,
         interrupted=interrupted,
     )
+
+
+def _write(stream: Any, samples: Any, block: int, stop: threading.Event) -> bool:
+    """Write all of ``samples`` unless ``stop`` is set first (then False), never blocking for long.
+
+    A blocking write waits for room as long as the device takes: a PulseAudio null sink that
+    renders in 2 s blocks held it for 400 ms. So: write only what fits, otherwise wait on the flag.
+    """
+    i = 0
+    while i < len(samples):
+        if stop.is_set():
+            return False
+        room = stream.write_available
+        if room < min(block, len(samples) - i):
+            stop.wait(0.005)
+            continue
+        stream.write(samples[i : i + room])
+        i += room
+    return True
 
 
 def write_wav(path: str | Path, samples: Any, rate: int) -> Path:

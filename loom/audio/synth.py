@@ -57,7 +57,7 @@ def default_voice() -> str:
 
 
 def load_piper(path: str) -> tuple[str, Any, int]:
-    """Load a piper voice (``<path>`` and ``<path>.json``): (name, PiperVoice, sample rate).
+    """Load a piper voice (``<path>`` and ``<path>.json``) and warm it up: (name, PiperVoice, sample rate).
 
     Raises:
         UsageError: the files are missing, piper is not installed, or the model does not load.
@@ -79,6 +79,7 @@ def load_piper(path: str) -> tuple[str, Any, int]:
         voice = PiperVoice.load(str(model), config_path=str(config))
     except Exception as exc:  # noqa: BLE001 - a corrupt model or config: say which file
         raise UsageError(f"cannot load piper voice {model}: {type(exc).__name__}: {exc}") from None
+    warm_up(voice)  # onnxruntime's first run is slow: better at start() than in the first answer
     return model.name.removesuffix(".onnx"), voice, int(voice.config.sample_rate)
 
 

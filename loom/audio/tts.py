@@ -7,10 +7,10 @@ is played while the next is synthesised, so the first audio comes after the firs
 Output: the sound device (:mod:`loom.audio.playback`) when there is one, otherwise a WAV file.
 
 One utterance at a time: a second ``speak()`` waits its turn (FIFO). **Barge-in**: a
-``vad.speech_start`` on ``topics.vad`` stops the utterance being spoken within one 20 ms block
-and drops those still waiting (they are stale: the user has spoken since). An interrupted
-utterance ends with ``tts.done`` and ``interrupted=true`` (it is not an error); the speaker is
-ready for the next one at once. Events on ``topics.tts``: ``tts.start``, then ``tts.done`` or
+``vad.speech_start`` on ``topics.vad`` silences the utterance being spoken within milliseconds
+(``last_barge_in_ms``) and drops those still waiting (stale: the user has spoken since). An
+interrupted utterance ends with ``tts.done`` and ``interrupted=true`` (not an error); the
+speaker takes the next one at once. Events on ``topics.tts``: ``tts.start``, then ``tts.done`` or
 ``tts.error`` (:mod:`loom.audio.topics`). Empty text is OK and publishes nothing.
 """
 
@@ -59,12 +59,14 @@ SPEAK_SCHEMA: dict[str, Any] = {
 
 
 class _Utterance:
-    """One utterance in progress: the flag its synthesis and playback threads watch."""
+    """One utterance in progress: the flag its threads watch, and a future the loop can await.
+    Interrupted only from the loop (the barge-in intercept runs in the publisher's call)."""
 
-    __slots__ = ("barge_at", "playing", "reason", "stop")
+    __slots__ = ("barge_at", "playing", "reason", "stop", "stopped")
 
     def __init__(self) -> None:
         self.stop = threading.Event()
+        self.stopped = asyncio.get_running_loop().create_future()
         self.playing = threading.Event()  # set by the player just before the first samples go out
         self.reason: str | None = None  # barge_in, stopped, cancelled, error
         self.barge_at: float | None = None
@@ -73,6 +75,7 @@ class _Utterance:
         if not self.stop.is_set():
             self.reason = reason
             self.stop.set()
+            self.stopped.set_result(None)
 
 
 class _SpeakTool:
@@ -192,7 +195,6 @@ class TtsSpeaker(Stage):
             try:
                 path = self.voice_option or await self._run_in(self._synth, synth.default_voice)
                 self._voices[""] = await self._run_in(self._synth, synth.load_piper, path)
-                await self._run_in(self._synth, synth.warm_up, self._voices[""][1])  # the first call is slow
                 self.engine = "piper"
             except UsageError as exc:
                 if self.engine_choice == "piper":
@@ -222,9 +224,8 @@ class TtsSpeaker(Stage):
                 self.fallback_reason = str(exc)
                 log.info("tts: %s; writing WAV files instead", exc)
         if self.device is None or self.wav_dir_option is not None:
-            wav_dir = Path(self.wav_dir_option or tempfile.mkdtemp(prefix="loom-tts-"))
-            wav_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - one mkdir at start
-            self.wav_dir = wav_dir
+            self.wav_dir = Path(self.wav_dir_option or tempfile.mkdtemp(prefix="loom-tts-"))
+            self.wav_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - one mkdir at start
 
     async def _stop(self) -> None:
         if self._sub is not None:
@@ -234,11 +235,10 @@ class TtsSpeaker(Stage):
             self.tools.unregister(TOOL_NAME)
         if self._current is not None:
             self._current.interrupt("stopped")
-        while self._pending:  # the threads finish what they are doing (playback within 20 ms)
+        while self._pending:  # the threads finish what they are doing (playback stops within ms)
             await asyncio.gather(*(asyncio.wrap_future(f) for f in list(self._pending)), return_exceptions=True)
-        for pool in (self._synth, self._player):
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)  # idle by now: the join is immediate
+        for pool in filter(None, (self._synth, self._player)):
+            pool.shutdown(wait=True, cancel_futures=True)  # idle by now: the join is immediate
         self._synth = self._player = None
         self._voices.clear()
 
@@ -306,9 +306,8 @@ class TtsSpeaker(Stage):
             finally:
                 self._current = None
         self.count("utterances")
-        if result["interrupted"]:
-            self.count("interrupted")
         if utt.reason is not None:
+            self.count("interrupted")
             meta["reason"] = utt.reason
         done = {k: "" if v is None else str(v).lower() if isinstance(v, bool) else str(v) for k, v in result.items()}
         self._publish(TTS_DONE, text, meta | {k: done[k] for k in done if k not in ("engine", "voice", "sample_rate")})
@@ -325,8 +324,12 @@ class TtsSpeaker(Stage):
         try:
             if self.engine == "piper":
                 args = (spec, text, rate, volume, self.deterministic, utt.stop, chunks)
-                job = self._submit(self._synth, synth.piper_synthesize, *args)
-                collected, first_at = await asyncio.wrap_future(job)
+                job = asyncio.wrap_future(self._submit(self._synth, synth.piper_synthesize, *args))
+                job.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved, even if left
+                # An interruption does not wait for the sentence being synthesised (up to ~1 s):
+                # the thread drops it by itself, and the next utterance queues behind it.
+                await asyncio.wait((job, utt.stopped), return_when=asyncio.FIRST_COMPLETED)
+                collected, first_at = job.result() if job.done() else ([], None)
             else:
                 assert self._espeak is not None
                 collected = [await synth.espeak_synthesize(self._espeak, text, voice=spec, rate=rate, volume=volume)]
@@ -339,8 +342,8 @@ class TtsSpeaker(Stage):
                 wav_path = await self._run_in(self._synth, synth.write_wav_file, self.wav_dir, collected, sr)
             played = await asyncio.wrap_future(play_f) if play_f is not None else None
         except BaseException as exc:
-            # The player sees the flag within one 20 ms block and releases the device by itself;
-            # the next utterance's player waits for it in the same single-thread pool.
+            # The player sees the flag within 5 ms and releases the device by itself; the next
+            # utterance's player waits for it in the same single-thread pool.
             utt.interrupt("error" if isinstance(exc, Exception) else "cancelled")
             chunks.put(None)
             if isinstance(exc, synth.SynthesisError):

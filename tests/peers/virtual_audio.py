@@ -43,6 +43,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -77,17 +78,44 @@ def refresh_portaudio() -> None:
 
 
 class Recording:
-    """``parec`` on a sink's monitor, from :meth:`VirtualAudio.record` to :meth:`stop`."""
+    """``parec`` on a sink's monitor, from :meth:`VirtualAudio.record` to :meth:`stop`.
+
+    A reader thread drains the pipe as data comes. The monitor can deliver late (a null sink that
+    falls back to 2 s render blocks), so :meth:`stop` first waits, up to ``wait_s``, until the
+    capture covers the time it has been running: stopping at once could cut the last seconds.
+    """
 
     def __init__(self, proc: subprocess.Popen[bytes], rate: int) -> None:
         self.proc, self.rate = proc, rate
+        self.started = time.monotonic()
+        self._data = bytearray()
+        self._reader = threading.Thread(target=self._read, name="virtual-audio-recorder", daemon=True)
+        self._reader.start()
 
-    def stop(self) -> np.ndarray:
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while chunk := self.proc.stdout.read1(65536):
+            self._data += chunk
+
+    @property
+    def seconds(self) -> float:
+        """How much audio has been captured so far."""
+        return len(self._data) / 2 / self.rate
+
+    def stop(self, wait_s: float = 3.0) -> np.ndarray:
         """End the capture; the samples (int16 mono at ``rate``)."""
+        wanted = time.monotonic() - self.started - 0.1
+        deadline = time.monotonic() + wait_s
+        while self.seconds < wanted and time.monotonic() < deadline and self.proc.poll() is None:
+            time.sleep(0.02)
         if self.proc.poll() is None:
             self.proc.terminate()
-        out, _ = self.proc.communicate(timeout=10)
-        return np.frombuffer(out[: len(out) // 2 * 2], dtype="<i2")
+        self.proc.wait(timeout=10)
+        self._reader.join(timeout=10)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        data = bytes(self._data)
+        return np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2")
 
 
 class VirtualAudio:
