@@ -95,3 +95,20 @@ async def test_durable_workers_lose_nothing_when_one_is_killed(nats_url):
             assert sum(handled.values()) - len(ids) <= 64  # redelivered at most what the dead one held
     finally:
         await procs.stop_all(workers)
+
+
+async def test_a_burst_to_a_queue_group_is_shared_event_by_event(nats_url):
+    workers = await asyncio.gather(*(procs.worker(nats_url, LOOM_WORK_MS="10") for _ in range(2)))
+    try:
+        async with loom.Loom(name="hub", native_tools=()) as rt:
+            await rt.join_cluster(nats_url, heartbeat_s=0.5)  # the shared directory says work.in.* is a group's
+            await until(lambda: rt.cluster.grouped.matches("work.in.1"), timeout=10)
+            done = rt.bus.subscribe("work.done", maxsize=1000)
+            for i in range(60):  # a burst: it queues, yet never leaves batched for a queue group
+                rt.bus.publish_nowait(f"work.in.{i % 3}", loom.Event("work", str(i).encode()))
+            by_pid = collections.Counter(
+                [(await asyncio.wait_for(done.get(), 10)).event.json()["pid"] for _ in range(60)]
+            )
+            assert set(by_pid) == {str(w.pid) for w in workers} and min(by_pid.values()) >= 15
+    finally:
+        await procs.stop_all(workers)

@@ -120,7 +120,8 @@ class ClusterDirectory:
             for d in self.tools.list_tools()
             if d["provider"] == "local"  # agents' capabilities only: native tools stay private
         ]
-        return json.dumps({"agents": agents, "tools": tools}, sort_keys=True, default=str)
+        groups = sorted({p for patterns in self.link.groups.values() for p in patterns})
+        return json.dumps({"agents": agents, "tools": tools, "groups": groups}, sort_keys=True, default=str)
 
     async def _publish(self, force: bool = False) -> None:
         body = self._entry()
@@ -182,7 +183,14 @@ class ClusterDirectory:
         self.nodes[node] = data
         self._mirror(node, data["entry"])
 
+    def _regroup(self) -> None:
+        # Subjects queue groups serve, here or in any runtime: exporters send them one event per message.
+        mine = [p for patterns in self.link.groups.values() for p in patterns]
+        theirs = [p for d in self.nodes.values() for p in d["entry"].get("groups", ())]
+        self.link.grouped.replace(mine + theirs)
+
     def _mirror(self, node: str, entry: dict[str, Any]) -> None:
+        self._regroup()
         ids: list[str] = []
         now_ms = time.time_ns() // 1_000_000
         for a in entry.get("agents", ()):
@@ -222,6 +230,7 @@ class ClusterDirectory:
 
     def _forget(self, node: str) -> None:
         self.nodes.pop(node, None)
+        self._regroup()
         for agent_id in self._mine.pop(node, ()):
             self._unregister(agent_id, node)
         self.tools.unregister_owner(f"cluster:{node}")

@@ -72,11 +72,13 @@ class Exporter:
                 self.busy = False
 
     async def _export_items(self, items: list[Any], node: str, counts: Any) -> None:
+        # A queue group shares messages, not events: its subjects get one event per message.
+        grouped = self.link.grouped
         runs: dict[str, list[Event]] = {}  # per subject, in order: the order NATS keeps is per subject
         for topic, event in items:
             if ORIGIN_KEY in event.metadata:  # it came from the cluster: never send it back
                 counts.echo_skipped += 1
-            elif batchable(event) and len(items) > 1:
+            elif len(items) > 1 and batchable(event) and not grouped.matches(topic):
                 runs.setdefault(topic, []).append(event)
             else:  # a conversation message leaves alone, after what its subject had before it
                 await self._export_run(topic, runs.pop(topic, []), node)

@@ -34,9 +34,8 @@ from loom.cluster.codec import (
 )
 from loom.cluster.connection import ConnectionStats, connect, server_list
 from loom.cluster.export import Exporter, MessageTooLarge
-from loom.cluster.subjects import INTERNAL_PREFIXES, SUB_LIMITS, check_patterns, minimal_patterns
+from loom.cluster.subjects import INTERNAL_PREFIXES, SUB_LIMITS, PatternSet, check_patterns, minimal_patterns
 from loom.errors import LoomError
-from loom.events.topics import TopicIndex
 
 if TYPE_CHECKING:
     from loom.events.bus import EventBus
@@ -110,8 +109,9 @@ class ClusterLink:
         self.conn = ConnectionStats()
         self.counts = LinkStats()
         self._subs: list[Any] = []
-        self._claimed: TopicIndex[str] = TopicIndex()
-        self._claim_cache: dict[str, bool] = {}
+        self._claimed = PatternSet()
+        self.groups: dict[str, list[str]] = {}  # queue group -> its patterns, of the replicas in this runtime
+        self.grouped = PatternSet()  # what queue groups anywhere in the cluster serve: never batched
         self._parts: list[Any] = []  # replicas, durable consumers, the directory: closed before the connection
         self.planned: list[Any] = []  # parts to start once connected (build_link puts them here)
         self.durable_export: Any = None  # the DurableExport, when some exported patterns are durable
@@ -200,7 +200,7 @@ class ClusterLink:
         subject = msg.subject
         if subject[0] in "$_" and subject.startswith(INTERNAL_PREFIXES):
             return  # JetStream, key-value, inboxes, capability calls: NATS traffic, not bus events
-        if self._claimed_subject(subject):
+        if self._claimed.matches(subject):
             return  # a queue group or a durable consumer of this runtime delivers it
         headers = msg.headers
         if headers is not None and BATCH_HEADER in headers:
@@ -247,26 +247,10 @@ class ClusterLink:
 
     def claim(self, patterns: Iterable[str]) -> None:
         """Mark ``patterns`` as served by a queue group or durable consumer here: the plain import skips them."""
-        for p in patterns:
-            self._claimed.add(p, p)
-        self._claim_cache.clear()
+        self._claimed.add(patterns)
 
     def unclaim(self, patterns: Iterable[str]) -> None:
-        for p in patterns:
-            self._claimed.remove(p, p)
-        self._claim_cache.clear()
-
-    def _claimed_subject(self, subject: str) -> bool:
-        hit = self._claim_cache.get(subject)
-        if hit is None:
-            try:
-                hit = bool(self._claimed.match(subject))
-            except (TypeError, ValueError):
-                hit = False
-            if len(self._claim_cache) > 10_000:
-                self._claim_cache.clear()
-            self._claim_cache[subject] = hit
-        return hit
+        self._claimed.remove(patterns)
 
     # -- observation ---------------------------------------------------------------------
     def _warn(self, key: str, message: str) -> None:
@@ -281,6 +265,13 @@ class ClusterLink:
         if self.nc is not None:
             out["pending_bytes"] = self.nc.pending_data_size
         return out
+
+    def nodes(self) -> dict[str, list[str]]:
+        """The other runtimes of the cluster (node id → their agents), as the shared directory knows them."""
+        shared = next((p for p in self._parts if hasattr(p, "nodes")), None)
+        if shared is None:
+            return {}
+        return {n: [a["agent_id"] for a in d["entry"].get("agents", ())] for n, d in sorted(shared.nodes.items())}
 
     @property
     def connected(self) -> bool:

@@ -42,6 +42,8 @@ class ReplicaGroup:
 
     async def start(self) -> None:
         self.link.claim(self.patterns)
+        self.link.groups[self.group] = self.patterns  # announced in the shared directory: senders never batch it
+        self.link.grouped.add(self.patterns)
         for pattern in self.patterns:
             self._subs.append(
                 await self.link.nc.subscribe(pattern, queue=self.group, cb=self._on_message, **SUB_LIMITS)
@@ -68,6 +70,8 @@ class ReplicaGroup:
             except Exception:  # noqa: BLE001, S110 - the connection is gone: nothing to leave
                 pass
         self.link.unclaim(self.patterns)
+        if self.link.groups.pop(self.group, None) is not None:
+            self.link.grouped.remove(self.patterns)
 
     def __repr__(self) -> str:
         return f"<ReplicaGroup {self.group} {self.patterns} received={self.received}>"

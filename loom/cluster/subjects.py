@@ -8,12 +8,12 @@ not fit is a slow-consumer drop, counted by the connection).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from loom.errors import UsageError
-from loom.events.topics import validate_pattern
+from loom.events.topics import TopicIndex, validate_pattern
 
-__all__ = ["INTERNAL_PREFIXES", "SUB_LIMITS", "check_patterns", "minimal_patterns"]
+__all__ = ["INTERNAL_PREFIXES", "SUB_LIMITS", "PatternSet", "check_patterns", "minimal_patterns"]
 
 
 def minimal_patterns(patterns: Iterable[str]) -> list[str]:
@@ -51,3 +51,51 @@ def check_patterns(patterns: Iterable[str], what: str) -> list[str]:
         except (TypeError, ValueError) as exc:
             raise UsageError(f"{what}: {exc}") from None
     return out
+
+
+class PatternSet:
+    """Patterns with a cached "does this subject match any?" (asked once per message on hot paths)."""
+
+    def __init__(self) -> None:
+        self._index: TopicIndex[str] = TopicIndex()
+        self._counts: dict[str, int] = {}
+        self._cache: dict[str, bool] = {}
+
+    def add(self, patterns: Iterable[str]) -> None:
+        for p in patterns:
+            if self._counts.get(p, 0) == 0:
+                self._index.add(p, p)
+            self._counts[p] = self._counts.get(p, 0) + 1
+        self._cache.clear()
+
+    def remove(self, patterns: Iterable[str]) -> None:
+        for p in patterns:
+            n = self._counts.get(p, 0) - 1
+            if n <= 0:
+                self._counts.pop(p, None)
+                self._index.remove(p, p)
+            else:
+                self._counts[p] = n
+        self._cache.clear()
+
+    def replace(self, patterns: Iterable[str]) -> None:
+        """Hold exactly ``patterns`` from now on."""
+        self.remove([p for p, n in self._counts.items() for _ in range(n)])
+        self.add(patterns)
+
+    def matches(self, subject: str) -> bool:
+        hit = self._cache.get(subject)
+        if hit is None:
+            if not self._counts:
+                return False
+            try:
+                hit = bool(self._index.match(subject))
+            except (TypeError, ValueError):
+                hit = False
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[subject] = hit
+        return hit
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._counts))
