@@ -290,7 +290,13 @@ async def test_real_playback_through_a_pulseaudio_null_sink(virtual_audio, make,
     assert abs(crossings / 2 / (len(span) / rate) - 440) < 15  # not 320 Hz: the rate was converted
 
 
-async def test_a_named_device_that_does_not_exist_is_refused(rt, virtual_audio):
+async def test_output_device_by_name_or_index_and_a_missing_one_refused(rt, virtual_audio, make):
+    by_name = await make(output_device="pulse")
+    assert by_name.device.name == "pulse"
+    assert (await by_name.speak("Yes."))["playback_ms"] > 0
+    by_index = await make(output_device=by_name.device.index, engine="espeak")
+    assert by_index.device == by_name.device
+    assert (await by_index.speak("Yes."))["playback_ms"] > 0
     speaker = TtsSpeaker(rt.bus, spawn=rt.spawn, output_device="no such card")
     with pytest.raises(NoOutputDevice, match="no such card"):
         await speaker.start()

@@ -1,7 +1,7 @@
 """A virtual sound card for the audio tests: a private PulseAudio daemon with two null sinks.
 
 No sound card, no /dev/snd: PulseAudio's null sinks are real devices to PortAudio (through the
-ALSA ``pulse``/``default`` PCMs), paced in real time. Recipe: docs ../shared/reference/audio-recipes.md §4.
+ALSA ``pulse``/``default`` PCMs), paced in real time (recipe: ../shared/reference/audio-recipes.md §4).
 
     from tests.peers.virtual_audio import VirtualAudio, missing
 
@@ -27,13 +27,27 @@ What it sets up:
   devices once, at initialisation). :meth:`VirtualAudio.stop` restores both. ``env`` is the
   environment for subprocesses (``paplay``, ``parec``, a child Python).
 
-API: ``VirtualAudio(root=None, *, mic_sink="loom_spk", mic_rate=16000, out_sink="loom_out",
-out_rate=22050)``; ``start(settle_s=0.0) -> self`` (``settle_s``: wait after the feeders connect
-before a capture can be trusted, 2.5 s per the recipe; playback-only tests need none);
-``stop()`` (idempotent; kills the feeders, recorders and the daemon by pid, removes its temp dir);
-``play(path, sink=None, wait=True) -> Popen``; ``record(sink=None) -> Recording`` (``.stop() ->
-np.ndarray``); ``sink_inputs(sink=None, pid=None) -> list[dict]``; ``pactl(*args) -> str``;
-``missing() -> str | None``: why the virtual card cannot run here (a binary or PortAudio missing).
+API:
+
+* ``VirtualAudio(root=None, *, mic_sink="loom_spk", mic_rate=16000, out_sink="loom_out",
+  out_rate=22050)``: ``root`` is the daemon's runtime dir (a fresh temp dir, removed at stop).
+* ``start(settle_s=0.0) -> self``: daemon, sinks, feeders, defaults, this process pointed at it.
+  ``settle_s``: wait before a capture can be trusted, 2.5 s per the recipe (a capture opened
+  earlier loses audio); playback-only tests need none. Open sounddevice streams only after it
+  (re-initialising PortAudio would close them). Raises RuntimeError if the daemon does not come up.
+* ``stop()``: close your sounddevice streams first. Idempotent; kills feeders, players, recorders
+  and the daemon by pid, restores the environment, re-initialises PortAudio (no devices again)
+  and removes its temp dir.
+* ``play(path, sink=None, *, wait=True) -> Popen``: ``paplay --latency-msec=20`` of a WAV file into
+  ``sink`` (default: the microphone sink).
+* ``record(sink=None) -> Recording``: ``parec`` of ``sink``'s monitor (default: the speaker sink);
+  ``Recording.stop(wait_s=3.0) -> np.ndarray`` (int16 mono) first waits until the capture covers
+  the time it ran, since a monitor can deliver up to 2 s late; ``Recording.seconds`` so far.
+* ``sink_inputs(sink=None, pid=None) -> list[dict]``: the streams playing into a sink (``pactl -f
+  json``), of one process if ``pid`` is given: a released device shows none.
+* ``pactl(*args) -> str``; ``env``: the environment for subprocesses; ``daemon``: its Popen.
+* ``missing() -> str | None``: why the virtual card cannot run here (a binary or PortAudio missing).
+* ``refresh_portaudio()``: make an imported sounddevice see the current server (start/stop do it).
 """
 
 from __future__ import annotations
