@@ -127,6 +127,30 @@ async def test_partials_while_speaking_then_the_final(rt, tiny_model, stages):
     assert sofar == [500 * k for k in range(1, len(partials) + 1)] and sofar[-1] < int(got[-1].metadata["duration_ms"])
 
 
+async def test_a_draft_made_at_a_pause_is_the_final_when_only_the_pause_followed(rt, tiny_model, stages):
+    stt = await started(stages, tiny(rt, tiny_model, partial_interval_s=30.0))  # drafts only at pauses
+    vad = Vad(rt.bus)
+    audio = speech(SENTENCE)
+    async with rt.bus.subscribe("transcript", qos=QoS.BACKGROUND) as sub:
+        uid = vad.start()
+        vad.frames(uid, audio)
+        await until(lambda: stt.stats.get("partials") == 1, timeout=10)  # no frame for a while: a pause
+        vad.frames(uid, silence(0.2))  # the closing frames the VAD forwards with the end
+        vad.end(uid, audio.size // 16 + 200)
+        await until(lambda: stt.stats.get("finals") == 1, timeout=10)
+        draft, final = events(sub)
+        assert final.text() == draft.text() and stt.stats["reused"] == 1 and stt.stats["pause_drafts"] == 1
+        assert int(final.metadata["duration_ms"]) == audio.size // 16 + 200
+        # Speech resumed after the pause: the draft is stale and the whole utterance is transcribed.
+        uid = vad.start()
+        vad.frames(uid, audio)
+        await until(lambda: stt.stats.get("partials") == 2, timeout=10)
+        vad.frames(uid, audio[:SAMPLE_RATE])
+        vad.end(uid, audio.size // 16 + 1000)
+        await until(lambda: stt.stats.get("finals") == 2, timeout=10)
+    assert stt.stats["reused"] == 1 and stt.stats["audio_ms"] == 2 * audio.size // 16 + audio.size // 16 + 1000
+
+
 async def test_tiny_en_hears_the_sentence_and_the_wake_word_passes_the_query_on(rt, stages):
     """The one real transcription: piper's sentence → VadGate → SttEngine (tiny.en) → WakeWord."""
     wake = await started(stages, WakeWord(rt.bus, spawn=rt.spawn))

@@ -18,8 +18,13 @@ once ``partial_interval_s`` of new voiced audio has arrived since the last parti
 far is transcribed. At most one transcription runs at a time; a partial is never queued (it is
 skipped, counted, when the worker is busy), and finals go first. Whisper's cost hardly depends on
 the clip length (it reads 30 s windows): on 2 cores tiny.en takes ~0.5 s per call, so one partial
-per second of speech keeps the worker busy about half the time and a final waits at most for the
-partial in flight, which the VAD's hangover mostly hides.
+per second of speech keeps the worker busy about half the time.
+
+**Speculative finals** (``speculative=True``): when frames stop coming for ``PAUSE_S`` (the speaker
+paused; the VAD holds quiet frames back until it knows whether speech resumes) and the worker is
+idle, the audio so far is transcribed at once (a partial too). If ``vad.speech_end`` then follows
+with at most ``REUSE_MS`` of further audio (the closing frames the VAD forwards), that text is the
+final: the transcription ran during the VAD's hangover instead of after it.
 
 :meth:`stop` cancels what is queued, stops a running transcription at its next segment, waits for
 it and shuts the worker thread down: no thread is left.
@@ -35,18 +40,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from loom.audio import topics as kinds
 from loom.audio.offline import ensure_offline
 from loom.audio.stage import Spawn, Stage
-from loom.audio.topics import (
-    AUDIO_VOICED,
-    SAMPLE_RATE,
-    SPEECH_END,
-    SPEECH_START,
-    STT_ERROR,
-    TRANSCRIPT_FINAL,
-    TRANSCRIPT_PARTIAL,
-    AudioTopics,
-)
+from loom.audio.topics import SAMPLE_RATE, AudioTopics
 from loom.errors import UsageError
 from loom.events.event import Event
 from loom.events.qos import QoS
@@ -58,6 +55,8 @@ __all__ = ["SttEngine", "default_model_path"]
 
 log = logging.getLogger("loom.audio")
 MAX_OPEN = 4  # utterances collected at once; more means speech_end events were lost
+PAUSE_S = 0.12  # no frame for this long while speaking: a pause (frames come every 32 ms)
+REUSE_MS = 250  # audio after a draft that still lets it be the final (the VAD's closing frames)
 
 
 def default_model_path() -> str:
@@ -74,13 +73,14 @@ class _Stopped(Exception):
 
 
 class _Utterance:
-    __slots__ = ("frames", "partial_at", "rate", "samples")
+    __slots__ = ("frames", "last_frame", "partial_at", "rate", "samples")
 
     def __init__(self, rate: int) -> None:
         self.rate = rate
         self.frames: list[bytes] = []
         self.samples = 0
         self.partial_at = 0  # samples transcribed by the last partial
+        self.last_frame = 0.0  # loop time of the last frame
 
 
 class SttEngine(Stage):
@@ -95,6 +95,7 @@ class SttEngine(Stage):
         beam_size: 1 (greedy) keeps latency low; 5 is Whisper's default.
         min_utterance_ms: shorter utterances are skipped.
         partials, partial_interval_s: ``transcript.partial`` policy (module docstring).
+        speculative: transcribe at a pause and keep it as the final if only the pause followed.
         transcribe_options: more keyword arguments for ``WhisperModel.transcribe`` (they win).
         maxsize: the queue of VAD events (frames of 32 ms: 4096 is 2 minutes).
     """
@@ -116,6 +117,7 @@ class SttEngine(Stage):
         min_utterance_ms: int = 200,
         partials: bool = True,
         partial_interval_s: float = 1.0,
+        speculative: bool = True,
         transcribe_options: dict[str, Any] | None = None,
         maxsize: int = 4096,
     ) -> None:
@@ -132,15 +134,11 @@ class SttEngine(Stage):
         self.compute_type, self.cpu_threads, self.beam_size = compute_type, cpu_threads, beam_size
         self.min_utterance_ms = min_utterance_ms
         self.partials, self.partial_interval_s = partials, float(partial_interval_s)
-        self.options: dict[str, Any] = {
-            "language": self.language,
-            "beam_size": beam_size,
-            "hotwords": self.hotwords,
-            "vad_filter": False,  # the VadGate already cut the utterance
-            "without_timestamps": True,  # only the text is used; a little faster
-            "condition_on_previous_text": False,
-            **(transcribe_options or {}),
-        }
+        self.speculative = speculative
+        # No vad_filter: the VadGate cut the utterance already; no timestamps: only the text is used.
+        self.options: dict[str, Any] = dict(language=self.language, beam_size=beam_size, hotwords=self.hotwords)
+        self.options.update(vad_filter=False, without_timestamps=True, condition_on_previous_text=False)
+        self.options.update(transcribe_options or {})
         self.maxsize = maxsize
         self.last: dict[str, Any] = {}  # the last final: text, latency_ms, ... (for the widget)
         self._model: Any = None
@@ -149,6 +147,7 @@ class SttEngine(Stage):
         self._open: dict[str, _Utterance] = {}
         self._finals: collections.deque[tuple[str, bytes, int, int]] = collections.deque()
         self._want_partial: str | None = None
+        self._drafts: dict[str, tuple[int, str, str]] = {}  # utterance → (samples, text, language)
         self._wake = asyncio.Event()
         self._running_job: concurrent.futures.Future[Any] | None = None
         self._stopping = False
@@ -168,13 +167,9 @@ class SttEngine(Stage):
                 raise
             raise UsageError(f"the STT model at {path} cannot load: {exc}") from exc
         self.model_path = path
-        self._sub = self.bus.subscribe(
-            [self.topics.vad, self.topics.voiced],
-            qos=QoS.REALTIME,
-            types=[SPEECH_START, AUDIO_VOICED, SPEECH_END],
-            maxsize=self.maxsize,
-            name="stt",
-        )
+        types = [kinds.SPEECH_START, kinds.AUDIO_VOICED, kinds.SPEECH_END]
+        topics = [self.topics.vad, self.topics.voiced]
+        self._sub = self.bus.subscribe(topics, qos=QoS.REALTIME, types=types, maxsize=self.maxsize, name="stt")
         self.task(self._consume(self._sub), "utterances")
         self.task(self._work(), "transcribe")
 
@@ -182,9 +177,8 @@ class SttEngine(Stage):
         ensure_offline()  # before faster_whisper (and huggingface_hub) are imported
         from faster_whisper import WhisperModel
 
-        return WhisperModel(
-            path, device="cpu", compute_type=self.compute_type, cpu_threads=self.cpu_threads, local_files_only=True
-        )
+        options = {"compute_type": self.compute_type, "cpu_threads": self.cpu_threads, "local_files_only": True}
+        return WhisperModel(path, device="cpu", **options)
 
     async def _stop(self) -> None:
         self._stopping = True  # the worker quits at its next segment
@@ -193,6 +187,7 @@ class SttEngine(Stage):
             self._sub.close()
             self._sub = None
         self._open.clear()
+        self._drafts.clear()
         if self._finals:
             self.count("cancelled", len(self._finals))
             self._finals.clear()
@@ -221,13 +216,16 @@ class SttEngine(Stage):
 
     def _event(self, event: Event) -> None:
         uid = event.metadata.get("utterance_id", "")
-        if event.type == AUDIO_VOICED:
+        if event.type == kinds.AUDIO_VOICED:
             utt = self._open.get(uid)
             if utt is None:
                 self.count("orphan_frames")  # started before this stage listened, or already ended
                 return
+            if self.speculative and utt.samples == utt.partial_at:
+                self._wake.set()  # audio not yet transcribed: the worker starts timing a pause
             utt.frames.append(event.payload)
             utt.samples += len(event.payload) // 2
+            utt.last_frame = asyncio.get_running_loop().time()
             if self.partials and utt.samples - utt.partial_at >= self.partial_interval_s * utt.rate:
                 if not self.busy:
                     self._want_partial = uid
@@ -235,7 +233,7 @@ class SttEngine(Stage):
                 elif self._want_partial != uid:
                     self.count("partials_skipped")
                     utt.partial_at = utt.samples  # the next chance is a whole interval later
-        elif event.type == SPEECH_START:
+        elif event.type == kinds.SPEECH_START:
             if len(self._open) >= MAX_OPEN:
                 self._open.pop(next(iter(self._open)))
                 self.count("abandoned")
@@ -244,7 +242,7 @@ class SttEngine(Stage):
             except ValueError:
                 rate = SAMPLE_RATE
             self._open[uid] = _Utterance(rate)
-        elif event.type == SPEECH_END:
+        elif event.type == kinds.SPEECH_END:
             utt = self._open.pop(uid, None)
             if utt is None:
                 self.count("orphan_ends")
@@ -259,22 +257,47 @@ class SttEngine(Stage):
 
     # -- transcribing ----------------------------------------------------------------------------
     async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
+            try:
+                async with asyncio.timeout(self._next_pause(loop.time())):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
             self._wake.clear()
             while self._finals:
                 uid, pcm, rate, ended_ms = self._finals.popleft()
                 await self._final(uid, pcm, rate, ended_ms)
-            uid, self._want_partial = self._want_partial, None
+            uid, self._want_partial = self._want_partial or self._paused(loop.time()), None
             utt = self._open.get(uid) if uid else None
             if utt is not None:
                 utt.partial_at = utt.samples
                 await self._partial(uid, b"".join(utt.frames), utt.rate)
 
+    def _next_pause(self, now: float) -> float | None:
+        """Seconds until an open utterance with audio not yet transcribed counts as paused."""
+        if not self.speculative:
+            return None
+        due = [u.last_frame + PAUSE_S - now for u in self._open.values() if u.samples > u.partial_at]
+        return max(0.0, min(due)) + 0.005 if due else None
+
+    def _paused(self, now: float) -> str | None:
+        if self.speculative:
+            for uid, u in self._open.items():
+                if u.samples > u.partial_at and now - u.last_frame >= PAUSE_S:
+                    self.count("pause_drafts")
+                    return uid
+        return None
+
     async def _final(self, uid: str, pcm: bytes, rate: int, ended_ms: int) -> None:
         duration_ms = len(pcm) * 500 // rate
+        draft = self._drafts.pop(uid, None)
         try:
-            text, language = await self._run(pcm, rate)
+            if draft is not None and len(pcm) // 2 - draft[0] <= REUSE_MS * rate // 1000:
+                _, text, language = draft  # transcribed during the pause: only the closing frames came since
+                self.count("reused")
+            else:
+                text, language = await self._run(pcm, rate)
         except _Stopped:
             return
         except Exception as exc:  # noqa: BLE001 - the model failed on this one: said on the bus; the next goes on
@@ -282,7 +305,7 @@ class SttEngine(Stage):
             log.warning("STT: utterance %s failed: %s", uid, exc)
             error = f"{type(exc).__name__}: {exc}"
             md = {"utterance_id": uid, "error": error}
-            ev = Event.from_text(STT_ERROR, error, source="stt", priority=70, metadata=md)
+            ev = Event.from_text(kinds.STT_ERROR, error, source="stt", priority=70, metadata=md)
             self.bus.publish_nowait(self.topics.transcript, ev)
             return
         if not text:
@@ -291,29 +314,28 @@ class SttEngine(Stage):
         latency_ms = max(0, time.time_ns() // 1_000_000 - ended_ms)
         self.count("finals")
         self.last = {"utterance_id": uid, "text": text, "duration_ms": duration_ms, "latency_ms": latency_ms}
-        md = {
-            "utterance_id": uid,
-            "text": text,
-            "duration_ms": str(duration_ms),
-            "language": language,
-            "latency_ms": str(latency_ms),
-        }
-        ev = Event.from_text(TRANSCRIPT_FINAL, text, source="stt", priority=70, metadata=md)
+        md = {"utterance_id": uid, "text": text, "duration_ms": str(duration_ms), "language": language}
+        md["latency_ms"] = str(latency_ms)
+        ev = Event.from_text(kinds.TRANSCRIPT_FINAL, text, source="stt", priority=70, metadata=md)
         self.bus.publish_nowait(self.topics.transcript, ev)
 
     async def _partial(self, uid: str, pcm: bytes, rate: int) -> None:
         try:
-            text, _ = await self._run(pcm, rate)
+            text, language = await self._run(pcm, rate)
         except _Stopped:
             return
         except Exception as exc:  # noqa: BLE001 - a partial is a preview: its failure is only counted
             self.count("partial_errors")
             log.info("STT: a partial of %s failed: %s", uid, exc)
             return
-        if text and uid in self._open:  # an utterance that ended meanwhile gets its final instead
+        if self.speculative:  # the final may be this, if nothing but the closing pause follows
+            self._drafts[uid] = (len(pcm) // 2, text, language)
+            while len(self._drafts) > MAX_OPEN:
+                self._drafts.pop(next(iter(self._drafts)))
+        if text and uid in self._open and self.partials:  # an utterance that ended has its final next
             self.count("partials")
             md = {"utterance_id": uid, "text": text, "duration_ms": str(len(pcm) * 500 // rate)}
-            ev = Event.from_text(TRANSCRIPT_PARTIAL, text, source="stt", priority=60, metadata=md)
+            ev = Event.from_text(kinds.TRANSCRIPT_PARTIAL, text, source="stt", priority=60, metadata=md)
             self.bus.publish_nowait(self.topics.transcript, ev)
 
     @property
