@@ -145,6 +145,33 @@ async def test_one_utterance_at_a_time_in_order(rt, make, tmp_path):
     events.close()
 
 
+async def test_barge_in_during_synthesis_and_barge_in_off(rt, make, tmp_path):
+    events = rt.bus.subscribe("tts")
+    speaker = await make(output="wav", wav_dir=tmp_path)
+    speaking = asyncio.create_task(speaker.speak(LONG))
+    assert (await asyncio.wait_for(events.get(), 5)).event.type == TTS_START  # synthesis under way
+    rt.bus.publish_nowait("vad", loom.Event(SPEECH_START))
+    result = await asyncio.wait_for(speaking, 0.5)  # not after the sentence being synthesised
+    assert result["interrupted"] is True and result["wav_path"] is None and speaker.last_barge_in_ms < 50
+    assert not (await speaker.speak("Yes?"))["interrupted"]
+    assert types_of(await drain(events)) == [TTS_DONE, TTS_START, TTS_DONE]
+    deaf = await make(output="wav", wav_dir=tmp_path, barge_in=False)
+    speaking = asyncio.create_task(deaf.speak(TEXT))
+    assert (await asyncio.wait_for(events.get(), 5)).event.type == TTS_START
+    rt.bus.publish_nowait("vad", loom.Event(SPEECH_START))
+    assert (await speaking)["interrupted"] is False
+    events.close()
+
+
+def test_importing_loom_audio_loads_no_audio_library():
+    import subprocess
+    import sys
+
+    code = "import sys, loom.audio; print([m for m in ('numpy', 'sounddevice', 'piper') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
+
+
 # -- the tool -------------------------------------------------------------------------------
 async def test_tts_speak_tool_through_the_registry(rt, make, tmp_path):
     speaker = await make(output="wav", wav_dir=tmp_path, tools=rt.tools)
@@ -181,6 +208,12 @@ async def test_timeout_is_an_error_and_the_speaker_goes_on(rt, make, tmp_path):
     speaker.timeout_s = 20.0
     assert not (await speaker.speak("Still here."))["interrupted"]
     assert speaker.stats["timeouts"] == 2
+    # the caller's own deadline (the registry's timeout) cancels the utterance: tts.error "cancelled"
+    result = await rt.tools.invoke("tts.speak", {"text": LONG}, timeout=0.02)
+    assert result.error.code == "ACTION_TIMEOUT"
+    got = await drain(events)
+    assert types_of(got)[-2:] == [TTS_START, TTS_ERROR] and got[-1].event.metadata["error"] == "cancelled"
+    assert not (await speaker.speak("Still here."))["interrupted"]
     events.close()
 
 
