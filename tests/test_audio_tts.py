@@ -283,6 +283,7 @@ async def test_no_output_device_falls_back_to_wav(rt, make, tmp_path, monkeypatc
         await strict.start()
 
 
+@pytest.mark.slow
 async def test_real_playback_through_a_pulseaudio_null_sink(virtual_audio, make, tmp_path):
     va = virtual_audio
     await asyncio.sleep(2.5)  # the capture of the sink's monitor is trustworthy only after this (recipe §4)
