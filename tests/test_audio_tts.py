@@ -192,6 +192,8 @@ async def test_tts_speak_tool_through_the_registry(rt, make, tmp_path):
         assert not result.ok and result.error.code == "INVALID_PARAMS", (args, result.error)
     await speaker.stop()
     assert "tts.speak" not in rt.tools
+    await speaker.start()  # a stopped speaker starts again, its tool with it
+    assert "tts.speak" in rt.tools and (await rt.tools.invoke("tts.speak", {"text": "Again."})).ok
 
 
 async def test_timeout_is_an_error_and_the_speaker_goes_on(rt, make, tmp_path):

@@ -143,11 +143,9 @@ class TtsSpeaker(Stage):
             raise UsageError(f"output must be 'auto', 'device' or 'wav', got {output!r}")
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or timeout_s <= 0:
             raise UsageError(f"timeout_s must be a positive number, got {timeout_s!r}")
-        try:
-            self.rate = _check_range("rate", rate, 1.0)
-            self.volume = _check_range("volume", volume, 1.0)
-        except ToolError as exc:
-            raise UsageError(exc.message) from None
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and 0.5 <= v <= 2.0 for v in (rate, volume)):
+            raise UsageError(f"rate and volume must be numbers in 0.5..2.0, got {rate!r} and {volume!r}")
+        self.rate, self.volume = float(rate), float(volume)
         self.tools = tools
         self.tool = _SpeakTool(self)
         self.engine_choice, self.output_choice = engine, output
@@ -173,6 +171,7 @@ class TtsSpeaker(Stage):
 
     # -- lifecycle -----------------------------------------------------------------------
     async def _start(self) -> None:
+        self.engine = self.device = self.fallback_reason = self.wav_dir = None  # chosen afresh at each start
         self._synth = ThreadPoolExecutor(1, thread_name_prefix="loom-tts-synth")
         try:
             await self._choose_engine()
