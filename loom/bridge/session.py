@@ -106,12 +106,16 @@ class Session:
         proto = event.to_proto()
         if self.once:
             return [bridge_pb2.Delivery(topic=topic, event=proto, concrete_topic=topic)]
+        return [bridge_pb2.Delivery(topic=p, event=proto, concrete_topic=topic) for p in self._patterns_for(topic)]
+
+    def _patterns_for(self, topic: str) -> tuple[str, ...]:
+        """The agent's patterns ``topic`` matches (per-pattern mode: one Delivery each)."""
         patterns = self._matches.get(topic)
         if patterns is None:
             if len(self._matches) > 4096:
                 self._matches.clear()
             patterns = self._matches[topic] = tuple(p for p in self.patterns if topic_matches(p, topic))
-        return [bridge_pb2.Delivery(topic=p, event=proto, concrete_topic=topic) for p in patterns]
+        return patterns
 
     def _direct(self, item: Delivery) -> bool:
         # The common case, synchronously in the publisher: a live stream, room in the queue and
@@ -119,9 +123,9 @@ class Session:
         stream, outbound, sub = self.stream, self.outbound, self.sub
         if stream is None or self._in_hand or sub is None or sub.qsize() or outbound.full():
             return False  # the forwarder takes it, in order, with the stall and parking rules
+        if not self.once and outbound.maxsize - outbound.qsize() < len(self._patterns_for(item.topic)):
+            return False  # checked before the messages are made: the forwarder makes them once
         msgs = self._messages(item.topic, item.event)
-        if outbound.maxsize - outbound.qsize() < len(msgs):
-            return False
         for msg in msgs:
             if not stream.write_direct(msg):
                 outbound.put_nowait(msg)
