@@ -321,3 +321,49 @@ def test_an_unreachable_otlp_endpoint_neither_breaks_nor_slows_the_runtime():
     assert work["seconds"] < max(1.0, 5 * base["seconds"]), (work, base)  # the exporter's thread pays, not the loop
     assert "Failed to export" in stderr or "Transient error" in stderr  # the exporter's own log says why
     assert flush["flush_seconds"] < 10  # bounded by the exporter's timeout
+
+
+async def test_upstream_clients_trace_keys_are_continued_and_bad_ones_start_a_new_trace(rt, collector):
+    """The keys ride in the protocol's own maps (Event.metadata, ActionCall.headers): an upstream
+    client that sends them is continued; garbage starts a new trace and breaks nothing."""
+    from loom.bridge._grpc import grpc
+    from loom.bridge._pb.loom.v1 import action_pb2, bridge_pb2, bridge_pb2_grpc
+    from tests.test_bridge_server import Stream, ev
+
+    rt.tools.register(lookup)
+    server = await rt.start_bridge(port=0)
+    theirs = {"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "00f067aa0ba902b7", "trace_flags": "01"}
+    bad = {"trace_id": "zz" * 16, "span_id": "0" * 16, "trace_flags": "??"}
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = bridge_pb2_grpc.BridgeStub(channel)
+        ok = await stub.RegisterAgent(bridge_pb2.AgentRegisterRequest(agent_id="up", subscribed_topics=["up.*"]))
+        assert ok.success
+        stream = Stream(stub, "up")
+        await stream.ready()
+        stream.send(publish=bridge_pb2.Publish(topic="up.a", event=ev("e1", "t", b"1", **theirs)))
+        stream.send(publish=bridge_pb2.Publish(topic="up.b", event=ev("e2", "t", b"2", **bad)))
+        got = [(await stream.next("delivery")).delivery for _ in range(2)]  # its own events come back
+        result = await stub.ForwardAction(
+            action_pb2.ActionCall(id="c1", capability="hub.lookup", payload=b'{"q": "ab"}', headers=theirs)
+        )
+        assert result.status == action_pb2.ACTION_OK
+        stream.close()
+
+    receives = {
+        s.attributes.get("loom.topic") or s.attributes["loom.tool"]: s
+        for s in collector.spans()
+        if s.name == "bridge.receive"
+    }
+    assert receives["up.a"].trace_id == theirs["trace_id"] and receives["up.a"].parent_span_id == theirs["span_id"]
+    assert receives["up.b"].parent_span_id is None and receives["up.b"].trace_id != theirs["trace_id"]
+    assert receives["up.a"].attributes["loom.agent"] == "up"
+    call = receives["hub.lookup"]
+    assert call.trace_id == theirs["trace_id"] and call.parent_span_id == theirs["span_id"]
+    tool = next(s for s in collector.spans() if s.name == "tool.invoke")
+    assert tool.parent_span_id == call.span_id
+    # what the upstream client is sent carries the hub's bridge.forward span: it can continue it
+    forwards = {s.span_id: s for s in collector.spans() if s.name == "bridge.forward"}
+    for d in got:
+        md = dict(d.event.metadata)
+        assert md["span_id"] in forwards and forwards[md["span_id"]].trace_id == md["trace_id"]
+        assert forwards[md["span_id"]].attributes["loom.topic"] == d.concrete_topic
