@@ -14,7 +14,8 @@ takes its usual path, no frame of ours in between):
 Attributes: ``loom.agent`` (the bridged agent's bare id), ``loom.topic`` (or ``loom.tool``),
 ``loom.component`` = ``bridge``.
 
-Metrics, read at collection time from counters the bridge keeps anyway (:class:`ByteCount`):
+Metrics, read at collection time from counters the bridge keeps as it goes (:class:`ByteCount`:
+one integer add per message, telemetry on or off, so the counter is whole whenever it is read):
 ``loom.bridge.connections`` (gauge: open agent streams) and ``loom.bridge.bytes`` (counter,
 ``loom.direction`` in/out: serialized messages as they cross the hub's gRPC service, every RPC,
 without gRPC's 5-byte message prefix, HTTP/2 framing or call metadata; on the same-host stream,
