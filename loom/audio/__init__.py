@@ -11,6 +11,8 @@ Nothing here imports numpy, sounddevice, faster-whisper or piper until a stage s
 
 from __future__ import annotations
 
+from loom.audio.pipeline import VoiceAgent, VoicePipeline
+from loom.audio.sources import MicSource, WavSource, input_devices
 from loom.audio.stage import Stage
 from loom.audio.stt import SttEngine
 from loom.audio.topics import AudioTopics
@@ -18,4 +20,16 @@ from loom.audio.tts import TtsSpeaker
 from loom.audio.vad import VadGate
 from loom.audio.wake import WakeWord
 
-__all__ = ["AudioTopics", "Stage", "SttEngine", "TtsSpeaker", "VadGate", "WakeWord"]
+__all__ = [
+    "AudioTopics",
+    "MicSource",
+    "Stage",
+    "SttEngine",
+    "TtsSpeaker",
+    "VadGate",
+    "VoiceAgent",
+    "VoicePipeline",
+    "WakeWord",
+    "WavSource",
+    "input_devices",
+]
