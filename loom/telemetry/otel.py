@@ -170,11 +170,14 @@ def _otlp_metric_exporter(endpoint: str | None) -> Any:
 
 def disable_telemetry() -> None:
     """Stop making spans and metrics in every runtime (``%loom trace off``); exporters flush what
-    they hold. ``init_telemetry()`` turns it on again with the same collector."""
+    they hold in the background (never blocking the caller: a notebook's loop). ``init_telemetry()``
+    turns it on again with the same collector."""
     seam.set_tracer(None)
     state = _state
-    if state is not None:
-        state.provider.force_flush(2000)
+    if state is not None:  # flushed off the caller's thread: an unreachable collector retries for seconds
+        threading.Thread(
+            target=state.provider.force_flush, args=(2000,), name="loom-telemetry-flush", daemon=True
+        ).start()
 
 
 def metrics_snapshot() -> dict[str, list[dict[str, Any]]]:

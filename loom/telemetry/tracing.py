@@ -120,6 +120,8 @@ class _Span:
         metadata["trace_flags"] = f"{int(ctx.trace_flags):02x}"
 
     def set(self, key: str, value: Any) -> None:
+        if key == "loom.agent" and isinstance(value, str):
+            value = value.removeprefix("agent.")
         if value is not None:
             self._span.set_attribute(key, value if isinstance(value, str | int | float | bool) else str(value))
 
@@ -163,4 +165,8 @@ class OtelTracer:
 def _clean(attrs: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if not attrs:
         return None
-    return {k: (v if isinstance(v, str | int | float | bool) else str(v)) for k, v in attrs.items() if v is not None}
+    out = {k: (v if isinstance(v, str | int | float | bool) else str(v)) for k, v in attrs.items() if v is not None}
+    agent = out.get("loom.agent")
+    if isinstance(agent, str) and agent.startswith("agent."):  # a sender ("agent.ann") names the agent "ann"
+        out["loom.agent"] = agent[6:]
+    return out
