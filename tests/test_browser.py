@@ -382,3 +382,28 @@ def test_tracing_notebook_shows_real_spans_the_topology_and_metrics(lab):
         assert page.locator(".loom-replay").first.get_attribute("data-state") == "done"
         _no_tracebacks(page)
         browser.close()
+
+
+def test_voice_notebook_shows_the_transcript_wake_and_answer_in_the_voice_panel(lab):
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian chromium is missing: `make test` installs it (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    url, token = lab
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = Browser(p)
+        page = browser.page
+        _open_and_run_all(page, url, token, "06_voice.ipynb")
+        page.wait_for_selector(".loom-voice .loom-voice-answer", timeout=120_000)
+        panel = page.locator(".loom-voice").first
+        kinds = panel.locator(".loom-voice-line").evaluate_all("rows => rows.map(r => r.className)")
+        assert any("loom-voice-heard" in k for k in kinds) and any("loom-voice-wake" in k for k in kinds)
+        heard = panel.locator(".loom-voice-heard .loom-voice-text").first.inner_text().lower()
+        assert "what time is it" in heard
+        assert panel.locator(".loom-voice-answer .loom-voice-text").first.inner_text().startswith("It is ")
+        assert panel.locator(".loom-voice-meter .loom-voice-level").count() == 1
+        panel.scroll_into_view_if_needed()
+        panel.screenshot(path=str(ARTIFACTS / "voice-panel.png"))
+        _no_tracebacks(page)
+        browser.close()
