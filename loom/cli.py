@@ -138,6 +138,26 @@ def _mcp_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    """``loom worker --cluster URL module:agent``: one replica until SIGINT/SIGTERM."""
+    import asyncio
+
+    from loom.cluster.worker import run_worker
+    from loom.errors import UsageError
+
+    try:
+        asyncio.run(run_worker(args.cluster, args.agent, durable=args.durable, name=args.name, ack_wait=args.ack_wait))
+    except UsageError as exc:
+        print(f"loom worker: {exc}", file=sys.stderr)
+        return 2
+    except ConnectionError as exc:  # ClusterUnavailable: the message says how to start a server
+        print(f"loom worker: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def _nats_server(args: argparse.Namespace) -> int:
     """``loom nats-server``: the packaged nats-server on 127.0.0.1 until Ctrl-C."""
     import signal
@@ -186,9 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "replay":
         return _replay(args)
     elif args.command == "worker":
-        from loom.cluster.worker import run_worker
-
-        return run_worker(args.cluster, args.agent, durable=args.durable, name=args.name, ack_wait=args.ack_wait)
+        return _worker(args)
     elif args.command == "nats-server":
         return _nats_server(args)
     return 0

@@ -225,3 +225,32 @@ async def test_a_burst_crosses_in_order_batched_and_conversations_stay_single(se
         ]
         stats = a.cluster.stats()
         assert stats["exported"] == 3006 and 0 < stats["batches"] < 3006
+
+
+async def test_loom_nats_server_and_loom_worker_commands():
+    import sys
+
+    port = _free_ports(1)[0]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "loom.cli", "nats-server", "--port", str(port), stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
+        assert f"nats://127.0.0.1:{port}" in line
+        async with loom.Loom(name="cli", native_tools=(), cluster=f"nats://127.0.0.1:{port}") as rt:
+            assert rt.cluster.connected
+    finally:
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "loom.cli",
+        "worker",
+        "--cluster",
+        f"nats://127.0.0.1:{port}",
+        "tests.peers.cluster_agents:slow",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(worker.communicate(), 30)
+    assert worker.returncode == 1 and "loom nats-server" in err.decode() and str(port) in err.decode()

@@ -86,34 +86,29 @@ async def serve_agent(rt: Any, agent: Any, *, durable: bool = False, **consumer_
     return await link.consume(agent.topics, name=f"loom-{agent.agent_id}", handler=hand_over, **consumer_options)
 
 
-def run_worker(url: str, spec: str, *, durable: bool = False, name: str | None = None, ack_wait: float = 30.0) -> int:
-    """The ``loom worker`` command: until SIGINT/SIGTERM; prints one JSON line when ready."""
+async def run_worker(
+    url: str, spec: str, *, durable: bool = False, name: str | None = None, ack_wait: float = 30.0
+) -> None:
+    """The ``loom worker`` command (``loom/cli.py`` runs it): until SIGINT/SIGTERM; prints one JSON
+    line when ready and one when stopped.
+
+    Raises:
+        UsageError: the agent cannot be loaded. ClusterUnavailable: no server answered.
+    """
     from loom.runtime import Loom
 
-    async def main() -> None:
-        agent = load_agent(spec)
-        loop, stop = asyncio.get_running_loop(), asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        async with Loom(name=name or f"worker-{agent.agent_id}", native_tools=()) as rt:
-            await rt.join_cluster(url)
-            part = await serve_agent(rt, agent, durable=durable, **({"ack_wait": ack_wait} if durable else {}))
-            ready = {"ready": True, "node": rt.cluster.node, "agent": agent.agent_id, "pid": os.getpid()}
-            cpu0 = time.process_time()  # what serving costs, without the imports and the start
-            print(json.dumps({**ready, "mode": "durable" if durable else "queue"}), flush=True)
-            await stop.wait()
-            cpu = time.process_time() - cpu0
-            done = {"stopped": True, "handled": agent.core.handled, "cpu_s": cpu, "part": repr(part)}
-            print(json.dumps(done), flush=True)
-
-    try:
-        asyncio.run(main())
-    except UsageError as exc:
-        print(f"loom worker: {exc}", file=sys.stderr)
-        return 2
-    except ConnectionError as exc:  # ClusterUnavailable: the message says how to start a server
-        print(f"loom worker: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        pass
-    return 0
+    agent = load_agent(spec)
+    loop, stop = asyncio.get_running_loop(), asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Loom(name=name or f"worker-{agent.agent_id}", native_tools=()) as rt:
+        await rt.join_cluster(url)
+        part = await serve_agent(rt, agent, durable=durable, **({"ack_wait": ack_wait} if durable else {}))
+        ready = {"ready": True, "node": rt.cluster.node, "agent": agent.agent_id, "pid": os.getpid()}
+        cpu0 = time.process_time()  # what serving costs, without the imports and the start
+        print(json.dumps({**ready, "mode": "durable" if durable else "queue"}), flush=True)
+        await stop.wait()
+        cpu = time.process_time() - cpu0
+        print(
+            json.dumps({"stopped": True, "handled": agent.core.handled, "cpu_s": cpu, "part": repr(part)}), flush=True
+        )
