@@ -214,7 +214,10 @@ async def replicas(url: str, workers: int, n: int) -> dict:
         assert b'"ready"' in await p.stdout.readline()
         procs.append(p)
     async with loom.Loom(name="bench", native_tools=()) as rt:
-        await rt.join_cluster(url, export=["work.in.>"], import_=["work.done"], share_directory=False)
+        # the shared directory tells this runtime that a queue group serves work.in.*: one event per message
+        await rt.join_cluster(url, export=["work.in.>"], import_=["work.done"], heartbeat_s=0.5)
+        while not rt.cluster.grouped.matches("work.in.0"):  # noqa: ASYNC110 - set by the directory's watcher
+            await asyncio.sleep(0.05)
         done = rt.bus.subscribe("work.done", maxsize=n + 1)
         t0 = time.perf_counter()
         for i in range(n):
