@@ -308,7 +308,7 @@ class Loom:
             UsageError: already joined. ClusterUnavailable: no server answered (the message says how to start one).
         """
         if self.cluster is not None:
-            raise UsageError(f"runtime {self.name!r} already joined the cluster at {self.cluster.servers}")
+            raise UsageError(f"runtime {self.name!r} already joined the cluster ({self.cluster!r})")
         link = self._cluster_link(url, export, import_, **options)
         self.cluster = await self.add_component(link, name="cluster")
         return link

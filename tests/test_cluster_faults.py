@@ -254,3 +254,18 @@ async def test_loom_nats_server_and_loom_worker_commands():
     )
     _, err = await asyncio.wait_for(worker.communicate(), 30)
     assert worker.returncode == 1 and "loom nats-server" in err.decode() and str(port) in err.decode()
+
+
+async def test_credentials_pass_through_and_never_show():
+    with NatsServer(extra_args=["--user", "loom", "--pass", "s3cret"]) as guarded:
+        host = guarded.url.removeprefix("nats://")
+        async with loom.Loom(name="creds", native_tools=()) as rt:
+            await rt.join_cluster(guarded.url, user="loom", password="s3cret", share_directory=False)
+            assert rt.cluster.connected
+        async with loom.Loom(name="in-url", native_tools=()) as rt:
+            await rt.join_cluster(f"nats://loom:s3cret@{host}", share_directory=False)
+            assert "s3cret" not in repr(rt.cluster) and "s3cret" not in str(rt.cluster.stats())
+        with pytest.raises(ClusterUnavailable) as info:
+            async with loom.Loom(name="wrong", native_tools=()) as rt:
+                await rt.join_cluster(f"nats://loom:wrong-s3cret@{host}", share_directory=False)
+        assert "s3cret" not in str(info.value) and host in str(info.value) and "refused" in str(info.value)

@@ -17,7 +17,7 @@ from typing import Any
 
 from loom.errors import LoomError
 
-__all__ = ["ClusterUnavailable", "ConnectionStats", "connect", "run_now", "server_list"]
+__all__ = ["ClusterUnavailable", "ConnectionStats", "connect", "redact", "run_now", "server_list"]
 
 log = logging.getLogger("loom.cluster")
 
@@ -110,7 +110,13 @@ async def connect(
     except Exception as exc:  # noqa: BLE001 - NoServersError, OSError, timeouts: one clear message
         await _close_quietly(nc)
         reason = stats.last_error or f"{type(exc).__name__}: {exc}"
-        raise ClusterUnavailable(f"no NATS server answered at {', '.join(servers)} ({reason}); {START_HINT}") from None
+        where = ", ".join(map(redact, servers))
+        if "authorization" in reason.lower() or "authentication" in reason.lower():
+            raise ClusterUnavailable(
+                f"the NATS server at {where} refused this client ({reason}): check the credentials "
+                "(user_credentials=, nkeys_seed=, token=, user=/password=)"
+            ) from None
+        raise ClusterUnavailable(f"no NATS server answered at {where} ({reason}); {START_HINT}") from None
     # Retry bounds were for the first connect only: a running link reconnects as long as it takes.
     nc.options["max_reconnect_attempts"] = forever
     stats.connected_url = _url_of(nc)
@@ -158,9 +164,17 @@ async def _resume(coro: Coroutine[Any, Any, Any], waiting: Any) -> None:
             return
 
 
+def redact(url: str) -> str:
+    """``url`` without credentials (``nats://user:secret@host`` → ``nats://***@host``): for messages and stats."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+
+
 def _url_of(nc: Any) -> str:
     url = getattr(nc, "connected_url", None)
-    return url.geturl() if url is not None else ""
+    return redact(url.geturl()) if url is not None else ""
 
 
 async def _close_quietly(nc: Any) -> None:

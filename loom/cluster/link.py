@@ -32,7 +32,7 @@ from loom.cluster.codec import (
     decode,
     decode_batch,
 )
-from loom.cluster.connection import ConnectionStats, connect, server_list
+from loom.cluster.connection import ConnectionStats, connect, redact, server_list
 from loom.cluster.export import Exporter, MessageTooLarge
 from loom.cluster.subjects import INTERNAL_PREFIXES, SUB_LIMITS, PatternSet, check_patterns, minimal_patterns
 from loom.errors import LoomError
@@ -128,7 +128,7 @@ class ClusterLink:
         """
         if self.nc is not None:
             return
-        with self.instruments.span("cluster.connect", {"loom.cluster.servers": ",".join(self.servers)}):
+        with self.instruments.span("cluster.connect", {"loom.cluster.servers": ",".join(map(redact, self.servers))}):
             self.nc = await connect(self.servers, name=f"loom:{self.node}", stats=self.conn, **self.options)
         for pattern in self.import_patterns:
             self._subs.append(await self.nc.subscribe(pattern, cb=self._on_message, **SUB_LIMITS))
@@ -282,4 +282,4 @@ class ClusterLink:
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "not connected"
-        return f"<ClusterLink {self.node} {state} to {','.join(self.servers)}>"
+        return f"<ClusterLink {self.node} {state} to {','.join(map(redact, self.servers))}>"
