@@ -98,7 +98,12 @@ async def test_losing_the_connected_node_reconnects_and_durable_loses_nothing():
                     n1.kill()  # the receiver's node
                 await asyncio.sleep(0.002)
             assert await sender.cluster.durable_export.flush(15)
-            await until(lambda: dur.qsize() >= sent, timeout=20)
+            try:
+                await until(lambda: dur.qsize() >= sent, timeout=45)  # a leader election may come first
+            except TimeoutError:
+                raise AssertionError(
+                    f"{dur.qsize()} of {sent}: {consumer.stats()} {receiver.cluster.stats()}"
+                ) from None
             got = {dur.get_nowait().event.payload for _ in range(dur.qsize())}
             assert got == {str(i).encode() for i in range(sent)}  # durable: nothing lost
             stats = receiver.cluster.stats()
