@@ -7,10 +7,11 @@ One JSON line per workload with medians over the runs (each run in a fresh proce
 
 - ``vad``: µs of CPU per VAD frame (silero: 32 ms windows; webrtc: 20 ms frames) over 20 s of
   speech and silence fed as fast as the gate takes it.
-- ``latency``: the pipeline on a real-time WAV source (five sentences, 1.2 s apart; tiny.en int8,
-  2 threads): end of speech (``vad.speech_end``) → ``transcript.final`` (target p50 ≤ 0.7 s), the
-  real-time factor of transcription, and end of speech → the first sample of the spoken answer
-  on the (virtual) sound card.
+- ``latency``: the pipeline on a real-time WAV source (five sentences, 4 s apart; tiny.en int8,
+  2 threads): ``transcript.final`` after the VAD's ``vad.speech_end`` (``final_*``) and after the
+  last audible sample of the sentence in the file (``spoken_end_to_final_*``: what the user waits,
+  the VAD's hangover included; target p50 ≤ 0.7 s), the real-time factor of transcription, and
+  ``vad.speech_end`` → the first sample of the spoken answer on the (virtual) sound card.
 - ``barge_in``: the speaker saying a long sentence on a PulseAudio null sink; ``vad.speech_start``
   published 0.4 s in; the time until the device stopped (target ≤ 200 ms), 8 times per run.
 
@@ -39,17 +40,23 @@ SENTENCES = [
 ]
 
 
-def _speech_wav(path: Path, sentences: list[str], gap_s: float) -> float:
+def _speech_wav(path: Path, sentences: list[str], gap_s: float, ends: list[float] | None = None) -> float:
+    """Write the sentences with silences between; ``ends`` gets where each one's speech ends (s)."""
     sys.path.insert(0, str(ROOT))
     import numpy as np
 
     from tests.peers.speech import silence, speech, write_wav
 
-    parts = [silence(0.5)]
+    parts, at = [silence(0.5)], 0.5
     for s in sentences:
-        parts += [speech(s), silence(gap_s)]
+        said = speech(s)
+        voiced = np.flatnonzero(np.abs(said.astype(np.int32)) > 300)  # the last audible sample
+        if ends is not None:
+            ends.append(at + (voiced[-1] + 1 if voiced.size else said.size) / 16000)
+        parts += [said, silence(gap_s)]
+        at += (said.size + int(gap_s * 16000)) / 16000
     write_wav(path, *parts)
-    return sum(p.size for p in parts) / 16000 if parts else float(np.float32(0))
+    return sum(p.size for p in parts) / 16000
 
 
 async def _vad(engine: str) -> dict:
@@ -89,9 +96,10 @@ async def _latency() -> dict:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             wav = Path(tmp) / "talk.wav"
-            _speech_wav(wav, SENTENCES, 4.0)  # room for each answer to be spoken before the next question
+            spoken_ends: list[float] = []  # where each sentence's speech ends in the file (s)
+            _speech_wav(wav, SENTENCES, 4.0, spoken_ends)  # room for each answer before the next question
             async with loom.Loom(native_tools=()) as rt:
-                sub = rt.bus.subscribe(["vad", "transcript", "tts"], qos=QoS.BACKGROUND, maxsize=100_000)
+                sub = rt.bus.subscribe(["audio.mic", "vad", "transcript", "tts"], qos=QoS.BACKGROUND, maxsize=100_000)
                 tts = {"deterministic": True, "output": "device" if va else "wav"}
                 pipe = VoicePipeline(rt, source=WavSource(wav, realtime=True), tts=tts)
                 await pipe.start()
@@ -99,15 +107,22 @@ async def _latency() -> dict:
                 await asyncio.sleep(1.0)
                 ends: list[float] = []
                 finals: list[tuple[float, float]] = []  # (latency_ms, duration_ms)
+                final_at: list[float] = []
+                first_chunk = None
                 starts: list[float] = []  # tts.start: the answer's synthesis begins
                 first: list[float | None] = []  # tts.done: ms from there to its first sample played
                 while sub.qsize():
                     _, e = sub.get_nowait()
                     md = e.metadata
+                    if e.type == "audio_chunk":
+                        if md.get("seq") == "1":  # the file starts playing (real time) at this chunk
+                            first_chunk = e.timestamp_ms
+                        continue
                     if e.type == "vad.speech_end":
                         ends.append(e.timestamp_ms)
                     elif e.type == "transcript.final":
                         finals.append((float(md["latency_ms"]), float(md["duration_ms"])))
+                        final_at.append(e.timestamp_ms)
                     elif e.type == "tts.start":
                         starts.append(e.timestamp_ms)
                     elif e.type == "tts.done":
@@ -125,10 +140,14 @@ async def _latency() -> dict:
         if va is not None:
             va.stop()
     lat = [f[0] for f in finals]
+    # from the last audible sample of each sentence (where the user stopped talking) to its final
+    spoken = [at - (first_chunk + end * 1000) for at, end in zip(final_at, spoken_ends, strict=False)]
     return {
         "utterances": len(finals),
         "final_p50_ms": round(statistics.median(lat), 1) if lat else None,
         "final_max_ms": round(max(lat), 1) if lat else None,
+        "spoken_end_to_final_p50_ms": round(statistics.median(spoken), 1) if spoken and first_chunk else None,
+        "spoken_end_to_final_max_ms": round(max(spoken), 1) if spoken and first_chunk else None,
         "stt_rtf": round(getattr(stt, "rtf", float("nan")), 3),
         "first_audio_p50_ms": round(statistics.median(first_audio), 1) if first_audio else None,
         "output": "device" if va else "wav",
