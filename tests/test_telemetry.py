@@ -241,3 +241,25 @@ async def test_a_replay_is_one_new_trace_not_a_continuation_of_the_recorded_ones
 def test_the_collector_can_be_looked_at_without_turning_telemetry_on(collector):
     loom.telemetry.disable_telemetry()
     assert loom.telemetry.current_collector() is collector and not loom.telemetry.telemetry_enabled()
+
+
+def test_the_console_exporter_prints_spans_when_otel_traces_exporter_says_console():
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import asyncio, loom, loom.telemetry\n"
+        "loom.telemetry.init_telemetry()\n"
+        "async def main():\n"
+        "    async with loom.Loom(native_tools=()) as rt:\n"
+        "        sub = rt.bus.subscribe('c.t')\n"
+        "        await rt.bus.publish('c.t', loom.Event('x'))\n"
+        "        sub.close()\n"
+        "asyncio.run(main())\n"
+    )
+    env = {**os.environ, "OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "console-test"}
+    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=True)
+    assert '"name": "publish"' in out.stdout and '"service.name": "console-test"' in out.stdout
+    assert '"loom.topic": "c.t"' in out.stdout
