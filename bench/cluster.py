@@ -12,7 +12,8 @@ handles (burning 500 µs of CPU each, then reporting on work.done), with 1, 2 an
 figure is W over the time until the last work.done arrived, plus the workers' CPU per event.
 Floors, in the same run, with bare nats-py and no Loom code: pub/sub between two processes (the
 same protobuf bodies, no headers, as Loom's plain events), a request round trip between two
-processes, and one client answering itself (the reference's ~500 µs). The bridge's figures of the
+processes (also with the Loom-Envelope header a request carries, both ways: the floor of the header
+encoding), and one client answering itself (the reference's ~500 µs). The bridge's figures of the
 same shape come from running bench/bridge.py once in the same run (unless --no-bridge).
 Medians of the runs; the JSON lines carry every run.
 """
@@ -40,6 +41,17 @@ def _body() -> bytes:
     from loom.cluster.codec import encode
 
     return encode(loom.Event("tick", b"x" * 16), "bench-node")[0]
+
+
+def _envelope_header() -> dict[str, str]:
+    """The Loom-Envelope header a request carries (the same bytes): the floor of the header encoding."""
+    import loom
+    from loom.cluster.codec import encode
+    from loom.events.envelope import Envelope
+
+    event = loom.Event("collab.request", b"ping")
+    Envelope.new(event.id, "agent.asker", reply_to="agent.asker.replies").apply_to(event.metadata)
+    return encode(event, "bench-node")[1] or {}
 
 
 # -- roles: each runs in its own process --------------------------------------------------
@@ -75,23 +87,25 @@ async def role(name: str, url: str, n: int) -> None:
             await nc.publish("bench.flow", body)
         await nc.flush()
         await nc.close()
-    elif name == "bare_echo":
+    elif name in ("bare_echo", "bare_echo_hdr"):
         nc = await nats.connect(url)
+        headers = _envelope_header() if name == "bare_echo_hdr" else None
 
         async def answer(msg):
-            await msg.respond(msg.data)
+            await nc.publish(msg.reply, msg.data, headers=headers)
 
         await nc.subscribe("bench.rpc", cb=answer)
         await nc.flush()
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         await nc.close()
-    elif name == "bare_ask":
+    elif name in ("bare_ask", "bare_ask_hdr"):
         nc = await nats.connect(url)
         body, lat = _body(), []
+        headers = _envelope_header() if name == "bare_ask_hdr" else None
         for i in range(200 + n):
             t0 = time.perf_counter_ns()
-            await nc.request("bench.rpc", body, timeout=5)
+            await nc.request("bench.rpc", body, timeout=5, headers=headers)
             if i >= 200:
                 lat.append(time.perf_counter_ns() - t0)
         print(json.dumps(latency_summary(lat)), flush=True)
@@ -264,6 +278,7 @@ async def run_once(events: int, calls: int, work: int) -> dict:
         out["nats_deliveries_per_s"] = await flow(url, events, "consumer", "producer")
         bare = await round_trips(url, calls, "bare_echo", "bare_ask")
         out["bare_p50_us"], out["bare_p99_us"] = bare["p50_us"], bare["p99_us"]
+        out["bare_hdr_p50_us"] = (await round_trips(url, calls, "bare_echo_hdr", "bare_ask_hdr"))["p50_us"]
         out["bare_self_p50_us"] = (await self_round_trip(url, calls))["p50_us"]
         rpc = await round_trips(url, calls, "echo", "asker")
         out["nats_p50_us"], out["nats_p99_us"] = rpc["p50_us"], rpc["p99_us"]
@@ -272,6 +287,7 @@ async def run_once(events: int, calls: int, work: int) -> dict:
             out.update(await replicas(url, w, work))
     out["throughput_vs_floor"] = out["nats_deliveries_per_s"] / out["bare_deliveries_per_s"]
     out["p50_vs_floor"] = out["nats_p50_us"] / out["bare_p50_us"]
+    out["p50_vs_hdr_floor"] = out["nats_p50_us"] / out["bare_hdr_p50_us"]
     out["body_envelope_p50_vs_floor"] = out["nats_body_envelope_p50_us"] / out["bare_p50_us"]
     return out
 
