@@ -1,14 +1,14 @@
 """ClusterLink: the runtime's bus ⇄ NATS, the part that lets many runtimes share one bus.
 
-Export: one bus subscription on the exported patterns (BATCHED, so a burst makes publishers wait
-instead of dropping) read by one task that encodes each event and publishes it on its topic as
-a NATS subject. Import: one NATS subscription per imported pattern whose callback decodes and
-publishes on the local bus. Topics already follow NATS subject rules, so the mapping is the identity.
+Export (:mod:`loom.cluster.export`): local events on the exported patterns go to NATS, each on
+its topic as the subject. Import: one NATS subscription per imported pattern whose callback
+decodes and publishes on the local bus. Topics already follow NATS subject rules, so the mapping
+is the identity.
 
 No echo, no loop: the connection is ``no_echo`` (the server never returns a runtime its own
 messages), an imported event keeps ``loom.origin`` (the node it was first published in) and the
 export task skips every event carrying it, so an event crosses the cluster once. The envelope's
-``hop``/``ttl`` travel in headers and keep counting in every runtime that handles the event; an
+``hop``/``ttl`` travel in the envelope header and keep counting in every runtime that handles the event; an
 event arriving with its budget spent is dropped (``expired``).
 
 Subjects a queue group or a durable consumer serves in this runtime (:mod:`replicas`,
