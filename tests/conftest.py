@@ -50,6 +50,44 @@ def server():
         srv.stop()
 
 
+@pytest.fixture
+def collector():
+    """Telemetry on for one test (process-wide, as OpenTelemetry is), off again afterwards."""
+    import loom.telemetry
+
+    col = loom.telemetry.init_telemetry()
+    col.clear()
+    try:
+        yield col
+    finally:
+        loom.telemetry.disable_telemetry()
+
+
+def _virtual_audio(settle_s: float):
+    from tests.peers.virtual_audio import VirtualAudio, missing
+
+    if (reason := missing()) is not None:
+        pytest.skip(reason)
+    va = VirtualAudio().start(settle_s=settle_s)
+    try:
+        yield va
+    finally:
+        va.stop()
+
+
+@pytest.fixture
+def virtual_audio():
+    """A private PulseAudio (tests/peers/virtual_audio.py): the virtual microphone and a speaker
+    sink (the default output), for playback."""
+    yield from _virtual_audio(0.0)
+
+
+@pytest.fixture
+def virtual_mic():
+    """The same, settled for capture: a recording made earlier loses its first 1.5-2 s."""
+    yield from _virtual_audio(2.5)
+
+
 async def drain(sub: loom.Subscription) -> list[loom.Delivery]:
     """Everything queued in ``sub`` right now, without waiting."""
     out = []

@@ -18,16 +18,6 @@ from tests.peers.speech import silence, speech, write_wav
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def virtual_audio():
-    from tests.peers.virtual_audio import VirtualAudio, missing
-
-    if (reason := missing()) is not None:
-        pytest.skip(reason)
-    with VirtualAudio().start(settle_s=2.5) as va:
-        yield va
-
-
 async def _next(sub, types, timeout):
     async with asyncio.timeout(timeout):
         while True:
@@ -36,7 +26,7 @@ async def _next(sub, types, timeout):
                 return event
 
 
-async def test_spoken_question_to_spoken_answer_through_a_virtual_microphone(tmp_path, virtual_audio):
+async def test_spoken_question_to_spoken_answer_through_a_virtual_microphone(tmp_path, virtual_mic):
     question = np.concatenate([silence(0.3), speech("hey loom, what is the weather in Paris"), silence(0.2)])
     wav = write_wav(tmp_path / "question.wav", question)
     threads_before = {t.ident for t in threading.enumerate()}
@@ -46,8 +36,8 @@ async def test_spoken_question_to_spoken_answer_through_a_virtual_microphone(tmp
         )
         pipeline = VoicePipeline(rt, source=MicSource(), tts={"deterministic": True})
         await pipeline.start()
-        speaker = virtual_audio.record()  # what the agent says reaches the speaker sink, not the microphone
-        await asyncio.to_thread(virtual_audio.play, wav)
+        speaker = virtual_mic.record()  # what the agent says reaches the speaker sink, not the microphone
+        await asyncio.to_thread(virtual_mic.play, wav)
 
         final = await _next(seen, {"transcript.final"}, 20)
         heard = final.metadata["text"].lower()

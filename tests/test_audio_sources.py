@@ -132,16 +132,6 @@ async def test_no_input_device_is_a_clear_error_and_nothing_starts(rt):
     assert not mic.running and threading.active_count() == before
 
 
-@pytest.fixture
-def virtual_mic():
-    from tests.peers.virtual_audio import VirtualAudio, missing
-
-    if (reason := missing()) is not None:
-        pytest.skip(reason)
-    with VirtualAudio().start(settle_s=2.5) as va:
-        yield va
-
-
 def _source_outputs(va) -> int:
     return len([ln for ln in va.pactl("list", "short", "source-outputs").splitlines() if ln.strip()])
 

@@ -22,7 +22,7 @@ from loom.audio.playback import NoOutputDevice, find_output, play
 from loom.audio.topics import SPEECH_START, TTS_DONE, TTS_ERROR, TTS_START
 from loom.errors import ToolError, UsageError
 from tests.conftest import drain, until
-from tests.peers.virtual_audio import VirtualAudio, missing, refresh_portaudio
+from tests.peers.virtual_audio import refresh_portaudio
 
 pytest.importorskip("piper")
 
@@ -32,18 +32,6 @@ LONG = (
     "It goes on about the weather in Paris, the clouds over the river, and the wind from the west. "
     "Then it talks about tomorrow, and the day after that, and the whole week ahead."
 )
-
-
-@pytest.fixture
-def virtual_audio():
-    """A private PulseAudio with the virtual microphone and the speaker sink (default output)."""
-    if (reason := missing()) is not None:
-        pytest.skip(reason)
-    va = VirtualAudio().start()
-    try:
-        yield va
-    finally:
-        va.stop()
 
 
 @pytest.fixture

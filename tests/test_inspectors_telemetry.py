@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 import loom
 import loom.telemetry
 from loom import Agent, Event, capability
@@ -15,17 +13,6 @@ from loom.notebook import BusInspector, MetricsView, Topology, TraceTimeline
 from loom.notebook.topology import crossings, order_columns
 from loom.notebook.trace_timeline import HINT_OFF, axis_ticks
 from tests.conftest import until
-
-
-@pytest.fixture
-def collector():
-    """Telemetry on for one test (process-wide, as OpenTelemetry is), off again afterwards."""
-    col = loom.telemetry.init_telemetry()
-    col.clear()
-    try:
-        yield col
-    finally:
-        loom.telemetry.disable_telemetry()
 
 
 @capability("research.search", version="1.0")

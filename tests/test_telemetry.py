@@ -11,17 +11,6 @@ from loom import Agent, Event, capability
 from loom.telemetry import Instruments
 
 
-@pytest.fixture
-def collector():
-    """Telemetry on for one test (process-wide, as OpenTelemetry is), off again afterwards."""
-    col = loom.telemetry.init_telemetry()
-    col.clear()
-    try:
-        yield col
-    finally:
-        loom.telemetry.disable_telemetry()
-
-
 @capability("research.search", version="1.0")
 def search(query: str) -> dict:
     """Search."""

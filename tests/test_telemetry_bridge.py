@@ -27,17 +27,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def collector():
-    """Telemetry on in this process for one test (process-wide, as OpenTelemetry is), off after."""
-    col = loom.telemetry.init_telemetry()
-    col.clear()
-    try:
-        yield col
-    finally:
-        loom.telemetry.disable_telemetry()
-
-
-@pytest.fixture
 def receiver():
     """An OTLP/gRPC receiver on 127.0.0.1 (a free port), stopped after the test."""
     r = OtlpReceiver().start()

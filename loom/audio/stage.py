@@ -17,9 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from loom.audio.topics import AudioTopics
 from loom.errors import UsageError
+from loom.events.qos import QoS
 
 if TYPE_CHECKING:
     from loom.events.bus import EventBus
+    from loom.events.event import Event
+    from loom.events.subscription import Subscription
 
 __all__ = ["Spawn", "Stage"]
 
@@ -49,6 +52,7 @@ class Stage:
         self.stats: dict[str, int] = {}
         self.running = False
         self._tasks: list[asyncio.Task[Any]] = []
+        self._subs: list[Subscription] = []
 
     def count(self, key: str, n: int = 1) -> None:
         self.stats[key] = self.stats.get(key, 0) + n
@@ -58,6 +62,33 @@ class Stage:
         t = self.spawn(coro, name=f"loom.{self.name}.{purpose}")
         self._tasks.append(t)
         return t
+
+    def listen(
+        self, patterns: str | list[str], types: list[str], handle: Callable[[Event], None], *, maxsize: int = 512
+    ) -> Subscription:
+        """Run ``handle(event)`` for each event of ``types`` on ``patterns``, in a task of this stage.
+
+        REALTIME: a stage that falls behind never holds up the publisher; what its bounded queue
+        cannot take is dropped and counted (:attr:`dropped`). A handler that raises is logged and
+        counted (``stats["errors"]``) and the stage goes on. Closed by :meth:`stop`.
+        """
+        sub = self.bus.subscribe(patterns, qos=QoS.REALTIME, types=types, maxsize=maxsize, name=self.name)
+        self._subs.append(sub)
+        self.task(self._consume(sub, handle), "listen")
+        return sub
+
+    async def _consume(self, sub: Subscription, handle: Callable[[Event], None]) -> None:
+        async for delivery in sub:
+            try:
+                handle(delivery.event)
+            except Exception:  # a bug on one event must not stop the stage for good
+                self.count("errors")
+                log.exception("%s: an event failed", self.name)
+
+    @property
+    def dropped(self) -> int:
+        """Events the bus dropped because this stage's queue was full."""
+        return self.stats.get("dropped", 0) + sum(sum(s.stats.dropped.values()) for s in self._subs)
 
     async def start(self) -> None:
         """Acquire what the stage needs (a device, a model) and start listening; idempotent."""
@@ -77,6 +108,10 @@ class Stage:
             t.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        subs, self._subs = self._subs, []
+        for sub in subs:  # what they dropped stays counted
+            self.count("dropped", sum(sub.stats.dropped.values()))
+            sub.close()
         await self._stop()
 
     aclose = stop

@@ -46,10 +46,9 @@ from loom.audio.stage import Spawn, Stage
 from loom.audio.topics import SAMPLE_RATE, AudioTopics
 from loom.errors import UsageError
 from loom.events.event import Event
-from loom.events.qos import QoS
 
 if TYPE_CHECKING:
-    from loom.events.bus import EventBus, Subscription
+    from loom.events.bus import EventBus
 
 __all__ = ["SttEngine", "default_model_path"]
 
@@ -143,7 +142,6 @@ class SttEngine(Stage):
         self.last: dict[str, Any] = {}  # the last final: text, latency_ms, ... (for the widget)
         self._model: Any = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._sub: Subscription | None = None
         self._open: dict[str, _Utterance] = {}
         self._finals: collections.deque[tuple[str, bytes, int, int]] = collections.deque()
         self._want_partial: str | None = None
@@ -169,8 +167,7 @@ class SttEngine(Stage):
         self.model_path = path
         types = [kinds.SPEECH_START, kinds.AUDIO_VOICED, kinds.SPEECH_END]
         topics = [self.topics.vad, self.topics.voiced]
-        self._sub = self.bus.subscribe(topics, qos=QoS.REALTIME, types=types, maxsize=self.maxsize, name="stt")
-        self.task(self._consume(self._sub), "utterances")
+        self.listen(topics, types, self._event, maxsize=self.maxsize)
         self.task(self._work(), "transcribe")
 
     def _load(self, path: str) -> Any:
@@ -182,10 +179,6 @@ class SttEngine(Stage):
 
     async def _stop(self) -> None:
         self._stopping = True  # the worker quits at its next segment
-        if self._sub is not None:
-            self.stats["dropped"] = sum(self._sub.stats.dropped.values())
-            self._sub.close()
-            self._sub = None
         self._open.clear()
         self._drafts.clear()
         if self._finals:
@@ -206,14 +199,6 @@ class SttEngine(Stage):
         self._model = None
 
     # -- collecting utterances -------------------------------------------------------------------
-    async def _consume(self, sub: Subscription) -> None:
-        async for delivery in sub:
-            try:
-                self._event(delivery.event)
-            except Exception:  # a bug here must not stop the stage for good; counted and logged
-                self.count("errors")
-                log.exception("STT: an event failed")
-
     def _event(self, event: Event) -> None:
         uid = event.metadata.get("utterance_id", "")
         if event.type == kinds.AUDIO_VOICED:

@@ -36,10 +36,9 @@ from loom.audio.stage import Spawn, Stage
 from loom.audio.topics import AUDIO_CHUNK, AUDIO_VOICED, ENCODING, SAMPLE_RATE, SPEECH_END, SPEECH_START, AudioTopics
 from loom.errors import UsageError
 from loom.events.event import Event
-from loom.events.qos import QoS
 
 if TYPE_CHECKING:
-    from loom.events.bus import EventBus, Subscription
+    from loom.events.bus import EventBus
 
 __all__ = ["ENGINES", "VadGate"]
 
@@ -176,7 +175,6 @@ class VadGate(Stage):
         self.utterance_id = ""
         self._prefix = uuid.uuid4().hex[:8]
         self._n = 0
-        self._sub: Subscription | None = None
         self._vad: Any = None
         self._resampler: _Resampler | None = None
 
@@ -197,10 +195,7 @@ class VadGate(Stage):
         self._pending: list[Any] = []
         self._buf = np.zeros(0, dtype=np.int16)
         self._run = self._quiet = self._sent = 0
-        self._sub = self.bus.subscribe(
-            self.topics.mic, qos=QoS.REALTIME, types=[AUDIO_CHUNK], maxsize=self.maxsize, name="vad"
-        )
-        self.task(self._consume(self._sub), "chunks")
+        self.listen(self.topics.mic, [AUDIO_CHUNK], self._chunk, maxsize=self.maxsize)
 
     def _load(self) -> Any:
         errors = []
@@ -219,17 +214,8 @@ class VadGate(Stage):
             raise UsageError(f"no VAD engine can load: {'; '.join(errors)}") from None
 
     async def _stop(self) -> None:
-        if self._sub is not None:
-            self.stats["dropped"] = sum(self._sub.stats.dropped.values())
-            self._sub.close()
-            self._sub = None
         if self.speaking:  # the utterance under way ends here rather than never
             self._end()
-
-    @property
-    def dropped(self) -> int:
-        """Chunks the bus dropped because the gate's queue was full."""
-        return sum(self._sub.stats.dropped.values()) if self._sub is not None else self.stats.get("dropped", 0)
 
     @property
     def us_per_frame(self) -> float:
@@ -237,14 +223,6 @@ class VadGate(Stage):
         return self.stats.get("process_ns", 0) / 1000 / max(1, self.stats.get("frames", 0))
 
     # -- input ---------------------------------------------------------------------------------
-    async def _consume(self, sub: Subscription) -> None:
-        async for delivery in sub:
-            try:
-                self._chunk(delivery.event)
-            except Exception:  # a bug here must not stop the gate for good; counted and logged
-                self.count("errors")
-                log.exception("VAD: a chunk failed")
-
     def _chunk(self, event: Event) -> None:
         import numpy as np
 

@@ -33,12 +33,11 @@ from loom.audio.stage import Spawn, Stage
 from loom.audio.topics import TRANSCRIPT_FINAL, USER_QUERY, WAKE_DETECTED, AudioTopics
 from loom.errors import UsageError
 from loom.events.event import Event
-from loom.events.qos import QoS
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from loom.events.bus import EventBus, Subscription
+    from loom.events.bus import EventBus
 
 __all__ = ["WakeMatch", "WakeWord", "jaro_winkler", "levenshtein", "normalize"]
 
@@ -155,16 +154,11 @@ class WakeWord(Stage):
         self.arm_timeout_s = float(arm_timeout_s)
         self.session_id = ""  # the armed session ("" when not armed)
         self._armed_at = 0.0
-        self._sub: Subscription | None = None
 
     async def _start(self) -> None:
-        self._sub = self.bus.subscribe(self.topics.transcript, qos=QoS.REALTIME, types=[TRANSCRIPT_FINAL], name="wake")
-        self.task(self._consume(self._sub), "transcripts")
+        self.listen(self.topics.transcript, [TRANSCRIPT_FINAL], self.handle)
 
     async def _stop(self) -> None:
-        if self._sub is not None:
-            self._sub.close()
-            self._sub = None
         self.session_id = ""
 
     @property
@@ -213,14 +207,6 @@ class WakeWord(Stage):
         return None
 
     # -- events ----------------------------------------------------------------------------------
-    async def _consume(self, sub: Subscription) -> None:
-        async for delivery in sub:
-            try:
-                self.handle(delivery.event)
-            except Exception:  # a bug here must not stop the stage for good; counted and logged
-                self.count("errors")
-                log.exception("wake word: a transcript failed")
-
     def handle(self, event: Event) -> None:
         """One ``transcript.final``: wake, query, or nothing."""
         self.count("transcripts")
