@@ -126,10 +126,14 @@ async def test_stop_mid_file_ends_the_playback_task(rt, tmp_path):
 async def test_no_input_device_is_a_clear_error_and_nothing_starts(rt):
     mic = MicSource()
     mic.attach(rt.bus, spawn=rt.spawn)
-    before = threading.active_count()
+
+    def ours():  # not the loop's default executor, which asyncio keeps for the loop's life
+        return {t.ident for t in threading.enumerate() if not t.name.startswith("asyncio_")}
+
+    before = ours()
     with pytest.raises(UsageError, match="no audio input device"):
         await mic.start()
-    assert not mic.running and threading.active_count() == before
+    assert not mic.running and ours() == before
 
 
 def _source_outputs(va) -> int:
@@ -174,3 +178,29 @@ async def test_a_device_named_that_does_not_exist_lists_the_ones_there_are(rt, v
     with pytest.raises(UsageError, match="no input device 'no-such-microphone'; input devices: .*pulse"):
         await mic.start()
     assert not mic.running
+
+
+async def test_the_device_thread_drops_when_the_loop_falls_behind_and_never_loses_the_wakeup(rt):
+    """PortAudio's callback, called here directly from another thread: a full hand-over queue drops
+    blocks (counted) instead of waiting, and a block arriving after a drain schedules the next one."""
+    sub = rt.bus.subscribe("audio.mic", qos=QoS.BACKGROUND)
+    mic = MicSource(queue_blocks=2)
+    mic.attach(rt.bus, spawn=rt.spawn)
+    mic._loop, mic.running, mic.rate, mic.channels = asyncio.get_running_loop(), True, 16000, 1
+    block = np.full(320, 1000, dtype=np.int16)
+
+    def device(n):
+        for _ in range(n):
+            mic._callback(block, 320, None, None)
+
+    await asyncio.to_thread(device, 5)  # the loop is busy elsewhere: only 2 fit
+    assert mic.stats["dropped_blocks"] == 3
+    await asyncio.sleep(0.01)
+    assert len(_chunks(sub)) == 2
+    for _ in range(3):  # after each drain, the next block wakes the loop again
+        await asyncio.to_thread(device, 1)
+        await asyncio.sleep(0.01)
+        assert len(_chunks(sub)) == 1
+    assert mic.stats["chunks"] == 5 and mic.stats["dropped_blocks"] == 3
+    mic.running = False
+    sub.close()

@@ -252,3 +252,44 @@ def test_the_console_exporter_prints_spans_when_otel_traces_exporter_says_consol
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=True)
     assert '"name": "publish"' in out.stdout and '"service.name": "console-test"' in out.stdout
     assert '"loom.topic": "c.t"' in out.stdout
+
+
+async def test_an_unsampled_trace_still_runs_its_tools_and_counts_their_metrics(rt, collector):
+    got = []
+
+    async def caller(event, state):
+        got.append(await rt.tools.invoke("weather.nope", {}))
+
+    class Caller:
+        on_event = staticmethod(caller)
+
+    await rt.agents.create("sampled_out", Caller(), topics=["u.t"])
+    await rt.agents.start("sampled_out")
+    unsampled = {"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "00f067aa0ba902b7", "trace_flags": "00"}
+    await rt.bus.publish("u.t", Event("x", metadata=unsampled))
+    await loom_until(lambda: len(got) == 1)
+    assert got[0].error.code == "NOT_FOUND"  # the call ran (and failed as it should), nothing raised
+    assert not [s for s in collector.spans() if s.trace_id == unsampled["trace_id"]]  # sampled out
+    assert rt.agents["sampled_out"].failed == 0
+
+
+def test_a_sampler_that_drops_everything_breaks_nothing():
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import asyncio, loom, loom.telemetry\n"
+        "col = loom.telemetry.init_telemetry()\n"
+        "async def main():\n"
+        "    async with loom.Loom() as rt:\n"
+        "        r = await rt.tools.invoke('fs.read', {'path': 'missing.txt'})\n"
+        "        print('code', r.error.code, 'spans', len(col.spans()))\n"
+        "        snap = loom.telemetry.metrics_snapshot()\n"
+        "        print('duration', sum(p['count'] for p in snap.get('loom.tool.duration', [])))\n"
+        "asyncio.run(main())\n"
+    )
+    env = {**os.environ, "OTEL_TRACES_SAMPLER": "always_off"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=True)
+    assert "spans 0" in out.stdout and "duration 1" in out.stdout, out.stdout + out.stderr
+    assert "code" in out.stdout and "Traceback" not in out.stderr

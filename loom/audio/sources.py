@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -114,11 +115,20 @@ class MicSource(AudioSource):
         self.rate = SAMPLE_RATE  # what the device records at (resampled to 16 kHz when different)
         self.channels = 1
         self._blocks: collections.deque[bytes] = collections.deque()
+        self._lock = threading.Lock()  # the deque and whether a drain is scheduled, between the two threads
+        self._scheduled = False
         self._stream: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: Any = None  # samples left over after the last whole chunk
 
     async def _start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._pending = None
+        # PortAudio scans devices when first imported and may take tens of ms to open one: all of
+        # it in a thread, never on the loop
+        self._stream = await asyncio.to_thread(self._open)
+
+    def _open(self) -> Any:
         try:
             import sounddevice as sd
         except OSError as exc:
@@ -131,22 +141,23 @@ class MicSource(AudioSource):
             self.rate = SAMPLE_RATE
         except Exception:  # noqa: BLE001 - PortAudio says this device cannot: record at its own rate, resample
             self.rate = int(info["default_samplerate"])
-        self._loop = asyncio.get_running_loop()
-        self._pending = None
-        blocksize = self.rate * self.chunk_ms // 1000
         try:
             stream = sd.RawInputStream(
                 device=index,
                 samplerate=self.rate,
                 channels=self.channels,
                 dtype="int16",
-                blocksize=blocksize,
+                blocksize=self.rate * self.chunk_ms // 1000,
                 callback=self._callback,
             )
-            stream.start()
         except Exception as exc:  # noqa: BLE001 - PortAudio's errors name the device problem
             raise UsageError(f"cannot open input device {self.device_label!r}: {exc}") from None
-        self._stream = stream
+        try:
+            stream.start()
+        except Exception as exc:  # noqa: BLE001
+            stream.close()  # a stream that cannot start must not keep the device
+            raise UsageError(f"cannot start input device {self.device_label!r}: {exc}") from None
+        return stream
 
     def _pick(self, sd: Any) -> tuple[int, Any]:
         devices = input_devices()
@@ -169,27 +180,31 @@ class MicSource(AudioSource):
         # PortAudio's thread: copy, queue, wake the loop; never wait, never touch the bus.
         if status:
             self.count("device_status")
-        blocks = self._blocks
-        if len(blocks) >= self.queue_blocks:
-            self.count("dropped_blocks")
-            return
-        was_empty = not blocks
-        blocks.append(bytes(indata))
-        if was_empty and self._loop is not None:
-            try:
-                self._loop.call_soon_threadsafe(self._drain)
-            except RuntimeError:  # the loop closed under a stream being torn down
-                pass
+        data = bytes(indata)
+        with self._lock:  # one drain scheduled at a time, and never none while blocks wait
+            if len(self._blocks) >= self.queue_blocks:
+                self.count("dropped_blocks")
+                return
+            self._blocks.append(data)
+            if self._scheduled or self._loop is None:
+                return
+            self._scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop closed under a stream being torn down
+            pass
 
     def _drain(self) -> None:
         import numpy as np
 
-        if not self.running:
+        with self._lock:
+            taken = list(self._blocks)
             self._blocks.clear()
+            self._scheduled = False
+        if not self.running:
             return
-        blocks = self._blocks
-        while blocks:
-            data = np.frombuffer(blocks.popleft(), dtype="<i2")
+        for block in taken:
+            data = np.frombuffer(block, dtype="<i2")
             mono = to_mono(data, self.channels)
             samples = resample(mono, self.rate, SAMPLE_RATE) if self.rate != SAMPLE_RATE else mono
             if self._pending is not None and self._pending.size:
@@ -203,11 +218,17 @@ class MicSource(AudioSource):
     async def _stop(self) -> None:
         stream, self._stream = self._stream, None
         if stream is not None:
-            try:
-                stream.abort()  # at once, not after the buffered blocks play out
-            finally:
-                stream.close()
-        self._blocks.clear()
+
+            def close() -> None:  # PortAudio's teardown can take a while: not on the loop
+                try:
+                    stream.abort()  # at once, not after the buffered blocks
+                finally:
+                    stream.close()
+
+            await asyncio.to_thread(close)
+        with self._lock:
+            self._blocks.clear()
+            self._scheduled = False
 
 
 class WavSource(AudioSource):

@@ -72,18 +72,17 @@ class Meters:
         if hist is not None:
             hist.record(value, attrs)
 
-    def span_hooks(self) -> dict[str, Callable[[Any, float, BaseException | None], None]]:
-        """What is recorded when a span of that name ends."""
+    def span_hooks(self) -> dict[str, Callable[[Mapping[str, Any], float, BaseException | None], None]]:
+        """What is recorded when a span of that name ends: ``hook(attributes, ms, exception)``
+        (the attributes as set, whether or not the span was sampled)."""
         return {"tool.invoke": self._tool_ended, "llm.generate": self._llm_ended}
 
-    def _tool_ended(self, span: Any, ms: float, exc: BaseException | None) -> None:
-        attrs = span.attributes or {}
+    def _tool_ended(self, attrs: Mapping[str, Any], ms: float, exc: BaseException | None) -> None:
         self._histograms["loom.tool.duration"].record(
             ms, {"loom.tool": str(attrs.get("loom.tool", "")), "loom.status": str(attrs.get("loom.status", "error"))}
         )
 
-    def _llm_ended(self, span: Any, ms: float, exc: BaseException | None) -> None:
-        attrs = span.attributes or {}
+    def _llm_ended(self, attrs: Mapping[str, Any], ms: float, exc: BaseException | None) -> None:
         provider = str(attrs.get("loom.llm.provider", ""))
         model = str(attrs.get("gen_ai.request.model", ""))
         self._histograms["loom.llm.latency"].record(

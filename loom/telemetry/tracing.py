@@ -13,6 +13,7 @@ collection time (:mod:`loom.telemetry.metrics`).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -22,6 +23,8 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 __all__ = ["OtelTracer", "extract", "inject_current"]
+
+log = logging.getLogger("loom.telemetry")
 
 _KINDS = {
     "publish": SpanKind.PRODUCER,
@@ -69,7 +72,7 @@ def inject_current(metadata: dict[str, str]) -> bool:
 class _Span:
     """One span as a context manager: started and made current on enter, ended on exit."""
 
-    __slots__ = ("_attrs", "_name", "_on_end", "_parent", "_span", "_start", "_token", "_tracer")
+    __slots__ = ("_attrs", "_name", "_parent", "_span", "_start", "_token", "_tracer", "attrs")
     recording = True
 
     def __init__(self, tracer: OtelTracer, name: str, attrs: Mapping[str, Any] | None, parent: Any) -> None:
@@ -86,11 +89,11 @@ class _Span:
         remote = extract(self._parent) if self._parent is not None else None
         if remote is not None:
             ctx = trace.set_span_in_context(NonRecordingSpan(remote))
+        # kept here too: an unsampled span (a NonRecordingSpan) keeps no attributes, and the
+        # span-derived metrics must not depend on sampling
+        self.attrs = _clean(self._attrs) or {}
         self._span = span = self._tracer.otel.start_span(
-            self._name,
-            context=ctx,
-            kind=_KINDS.get(self._name, SpanKind.INTERNAL),
-            attributes=_clean(self._attrs),
+            self._name, context=ctx, kind=_KINDS.get(self._name, SpanKind.INTERNAL), attributes=self.attrs or None
         )
         self._token = otel_context.attach(trace.set_span_in_context(span))
         self._start = time.perf_counter_ns()
@@ -107,10 +110,15 @@ class _Span:
                     span.set_attribute("loom.cancelled", True)
             on_end = self._tracer.on_end.get(self._name)
             if on_end is not None:
-                on_end(span, (time.perf_counter_ns() - self._start) / 1e6, exc)
-            span.end()
+                try:
+                    on_end(self.attrs, (time.perf_counter_ns() - self._start) / 1e6, exc)
+                except Exception:  # a metric must never break the operation it measures
+                    log.exception("telemetry: recording the metrics of a %s span failed", self._name)
         finally:
-            otel_context.detach(self._token)
+            try:
+                span.end()
+            finally:
+                otel_context.detach(self._token)
 
     def inject(self, metadata: dict[str, str]) -> None:
         """Write this span's context into ``metadata`` (what it publishes continues the trace)."""
@@ -123,7 +131,9 @@ class _Span:
         if key == "loom.agent" and isinstance(value, str):
             value = value.removeprefix("agent.")
         if value is not None:
-            self._span.set_attribute(key, value if isinstance(value, str | int | float | bool) else str(value))
+            value = value if isinstance(value, str | int | float | bool) else str(value)
+            self.attrs[key] = value
+            self._span.set_attribute(key, value)
 
     def fail(self, message: str) -> None:
         self._span.set_status(Status(StatusCode.ERROR, message))
