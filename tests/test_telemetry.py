@@ -293,3 +293,21 @@ def test_a_sampler_that_drops_everything_breaks_nothing():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=True)
     assert "spans 0" in out.stdout and "duration 1" in out.stdout, out.stdout + out.stderr
     assert "code" in out.stdout and "Traceback" not in out.stderr
+
+
+async def test_a_counter_never_goes_down_when_a_runtime_stops(collector):
+    def published(topic):
+        snap = loom.telemetry.metrics_snapshot()
+        return sum(p["value"] for p in snap.get("loom.bus.published", []) if p["attributes"] == {"loom.topic": topic})
+
+    a = await loom.Loom(native_tools=()).start()
+    b = await loom.Loom(native_tools=()).start()
+    for rt in (a, b, b):
+        await rt.bus.publish("gone.t", Event("x"))
+    before = published("gone.t")
+    assert before >= 3
+    await b.stop()  # its bus closes: no longer a live source, its counts retired
+    assert published("gone.t") == before
+    await a.bus.publish("gone.t", Event("x"))
+    assert published("gone.t") == before + 1
+    await a.stop()

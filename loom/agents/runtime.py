@@ -44,15 +44,15 @@ class AgentRuntime:
         self.directory = directory if directory is not None else AgentDirectory()
         self._agents: dict[str, ManagedAgent] = {}
         self._announced: dict[str, str] = {}  # agent id -> the status its last lifecycle event told
-        link.instruments.observe("loom.agent.mailbox_depth", self._observe_depth)
+        link.instruments.observe("loom.agent.mailbox_depth", self._observe_depth, gauge=True)
         link.instruments.observe("loom.agent.handled", self._observe_handled)
 
     def _observe_depth(self) -> list[tuple[float, dict[str, str]]]:
-        return [(a.mailbox_depth, {"loom.agent": a.id}) for a in self._agents.values()]
+        return [(a.mailbox_depth, {"loom.agent": a.id}) for a in list(self._agents.values())]  # exporters' thread
 
     def _observe_handled(self) -> list[tuple[float, dict[str, str]]]:
         out: list[tuple[float, dict[str, str]]] = []
-        for a in self._agents.values():
+        for a in list(self._agents.values()):
             for status, n in (("ok", a.handled), ("error", a.failed), ("expired", a.expired)):
                 if n:
                     out.append((n, {"loom.agent": a.id, "loom.status": status}))

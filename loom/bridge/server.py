@@ -149,7 +149,7 @@ class BridgeServer:
             except OSError as exc:  # gRPC alone still serves everyone
                 log.warning("no same-host stream (%s); agents on this host use gRPC", exc)
                 self.local = None
-        self.instruments.observe("loom.bridge.connections", self._observe_connections)
+        self.instruments.observe("loom.bridge.connections", self._observe_connections, gauge=True)
         self.instruments.observe("loom.bridge.bytes", self.bytes.observe)
         log.info("bridge serving on %s", self.address)
         return bound

@@ -52,7 +52,7 @@ class BusTelemetry:
         return not self._closed and self.has_subscribers(topic)
 
     def _routes_now(self) -> list[_Route]:
-        return [*self._routes.values(), self._evicted]
+        return [*list(self._routes.values()), self._evicted]  # a copy: exporters read from their own thread
 
     def _observe_published(self) -> list[tuple[float, dict[str, str]]]:
         return [(r.published, {"loom.topic": r.topic}) for r in self._routes_now() if r.published]
@@ -62,7 +62,7 @@ class BusTelemetry:
 
     def _observe_dropped(self) -> list[tuple[float, dict[str, str]]]:
         return [
-            (n, {"loom.topic": r.topic, "loom.reason": k}) for r in self._routes_now() for k, n in r.dropped.items()
+            (n, {"loom.topic": r.topic, "loom.reason": k}) for r in self._routes_now() for k, n in list(r.dropped.items())
         ]
 
     # -- traced publishing (telemetry on) ---------------------------------------------------

@@ -20,6 +20,7 @@ Names and attributes (docs/observability.md has the table):
 ``loom.llm.tokens``                counter    ``loom.llm.provider``, ``gen_ai.token.type`` (input/output)
 ``loom.bridge.connections``        gauge      (open agent streams)
 ``loom.bridge.bytes``              counter    ``loom.direction`` (in/out)
+``loom.cluster.messages``          counter    ``loom.cluster.count`` (what the NATS link counted)
 =================================  =========  ===========================================
 """
 
@@ -30,7 +31,7 @@ from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from loom.telemetry.seam import live_instruments
+from loom.telemetry.seam import live_instruments, retired
 
 __all__ = ["OBSERVED", "Meters"]
 
@@ -44,6 +45,7 @@ OBSERVED: dict[str, tuple[str, str, str]] = {
     "loom.tool.calls": ("counter", "{call}", "tool calls, per tool and outcome"),
     "loom.bridge.connections": ("gauge", "{stream}", "agent streams open on the bridge"),
     "loom.bridge.bytes": ("counter", "By", "bytes through the bridge, per direction"),
+    "loom.cluster.messages": ("counter", "{message}", "the NATS cluster link's counts, per kind"),
 }
 
 
@@ -99,10 +101,11 @@ class Meters:
 def _reader(name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
     def read(options: CallbackOptions) -> Iterable[Observation]:
         totals: dict[tuple[tuple[str, str], ...], float] = {}
-        for inst in live_instruments():  # every runtime in this process: sum per attribute set
-            for value, attrs in inst.observations(name):
-                key = tuple(sorted(attrs.items()))
-                totals[key] = totals.get(key, 0) + value
+        # every runtime of this process, summed per attribute set, plus what closed parts counted
+        live = [obs for inst in live_instruments() for obs in inst.observations(name)]
+        for value, attrs in live + retired(name):
+            key = tuple(sorted(attrs.items()))
+            totals[key] = totals.get(key, 0) + value
         return [Observation(v, dict(k)) for k, v in totals.items()]
 
     return read

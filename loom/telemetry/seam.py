@@ -22,6 +22,7 @@ lookup on the bus.
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
@@ -35,10 +36,12 @@ __all__ = [
     "Tracer",
     "current_collector",
     "live_instruments",
+    "retired",
     "set_tracer",
     "telemetry_enabled",
 ]
 
+log = logging.getLogger("loom.telemetry")
 Observation = tuple[float, Mapping[str, str]]
 ObserveFn = Callable[[], Iterable[Observation]]
 
@@ -82,6 +85,7 @@ class _NoopSpan:
 NOOP_SPAN = _NoopSpan()
 
 _tracer: Tracer | None = None
+_retired: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}  # counts of closed parts, per metric
 _collector: Any = None  # the process's SpanCollector once init_telemetry() made it
 _live: weakref.WeakSet[Instruments] = weakref.WeakSet()
 
@@ -104,7 +108,7 @@ class Instruments:
         self.tracer: Tracer | None = _tracer
         self._publish = publish
         self._watched = watched
-        self._observers: dict[str, list[ObserveFn]] = {}
+        self._observers: dict[str, list[tuple[ObserveFn, bool]]] = {}
         _live.add(self)
 
     def bind(self, publish: Callable[[str, Event], Any], watched: Callable[[str], bool]) -> None:
@@ -149,24 +153,29 @@ class Instruments:
             self._publish(topic, event)
 
     # -- metrics -------------------------------------------------------------------------
-    def observe(self, name: str, fn: ObserveFn) -> None:
-        """Register ``fn() -> [(value, attributes), ...]`` as a source of the metric ``name``."""
-        self._observers.setdefault(name, []).append(fn)
+    def observe(self, name: str, fn: ObserveFn, *, gauge: bool = False) -> None:
+        """Register ``fn() -> [(value, attributes), ...]`` as a source of the metric ``name``
+        (cumulative counts, unless ``gauge``: a level such as a queue's depth)."""
+        self._observers.setdefault(name, []).append((fn, gauge))
 
     def forget(self, name: str, fn: ObserveFn) -> None:
-        """Unregister what :meth:`observe` registered (a part that closed)."""
-        fns = self._observers.get(name)
-        if fns is not None and fn in fns:
-            fns.remove(fn)
+        """Unregister what :meth:`observe` registered (a part that closed). A counter's last values
+        are kept as retired counts of the process, so a cumulative metric never goes down."""
+        fns = self._observers.get(name, [])
+        for entry in [e for e in fns if e[0] == fn]:
+            fns.remove(entry)
+            if not entry[1]:
+                kept = _retired.setdefault(name, {})
+                for value, attrs in _read(fn):
+                    key = tuple(sorted(attrs.items()))
+                    kept[key] = kept.get(key, 0) + value
 
     def observations(self, name: str) -> list[Observation]:
-        """The current values of ``name`` from every registered source (errors skip a source)."""
+        """The current values of ``name`` from every registered source (a source that raises is
+        skipped, and logged at debug level)."""
         out: list[Observation] = []
-        for fn in list(self._observers.get(name, ())):
-            try:
-                out.extend(fn())
-            except Exception:  # noqa: BLE001, S112 - a metric source must never break collection
-                continue
+        for fn, _ in list(self._observers.get(name, ())):
+            out.extend(_read(fn))
         return out
 
     def record(self, name: str, value: float, attrs: Mapping[str, str]) -> None:
@@ -190,6 +199,19 @@ def set_tracer(tracer: Tracer | None) -> None:
 def live_instruments() -> list[Instruments]:
     """Every :class:`Instruments` still alive in this process (metric collection reads them)."""
     return list(_live)
+
+
+def _read(fn: ObserveFn) -> list[Observation]:
+    try:
+        return list(fn())
+    except Exception:  # noqa: BLE001 - a metric source must never break collection (maybe on an exporter's thread)
+        log.debug("a metric source failed", exc_info=True)
+        return []
+
+
+def retired(name: str) -> list[Observation]:
+    """The final counts of the parts that closed (the metric readers add them to the live ones)."""
+    return [(v, dict(k)) for k, v in list(_retired.get(name, {}).items())]
 
 
 def telemetry_enabled() -> bool:

@@ -360,11 +360,11 @@ class ToolRegistry:
 
     def _observe_calls(self) -> list[tuple[float, dict[str, str]]]:
         out: list[tuple[float, dict[str, str]]] = []
-        for name, entry in self._entries.items():
+        for name, entry in list(self._entries.items()):  # a copy: exporters read from their own thread
             st = entry.stats
             if st.ok:
                 out.append((st.ok, {"loom.tool": name, "loom.status": "ok"}))
-            out.extend((n, {"loom.tool": name, "loom.status": code}) for code, n in st.errors.items())
+            out.extend((n, {"loom.tool": name, "loom.status": code}) for code, n in list(st.errors.items()))
         return out
 
 
