@@ -17,6 +17,7 @@ request, armed and cancelled, cost about 2 µs of a 24 µs request/reply here: d
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import logging
 import sys
@@ -55,7 +56,9 @@ class Supervisor:
         self._timer_when = 0.0
 
     def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
-        """Start ``coro`` as a task named ``name`` on the running loop.
+        """Start ``coro`` as a task named ``name`` on the running loop, in a fresh ``contextvars``
+        context: a task the runtime owns outlives whatever spawned it, so it must not inherit the
+        caller's current span (it would stay that span's child long after the span ended).
 
         Raises:
             RuntimeStopped: the supervisor is closed (the coroutine is closed, not leaked).
@@ -69,7 +72,7 @@ class Supervisor:
         except RuntimeError:
             coro.close()  # never leave an un-awaited coroutine behind
             raise RuntimeError(f"cannot start task {name!r}: no running event loop in this thread") from None
-        task = loop.create_task(coro, name=name)
+        task = loop.create_task(coro, name=name, context=contextvars.Context())
         self._tasks.add(task)
         task.add_done_callback(self._done)
         return task

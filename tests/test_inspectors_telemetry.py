@@ -39,6 +39,7 @@ async def _research_run(rt) -> None:
 
 async def test_timeline_draws_the_real_spans_of_a_run_nested_in_one_lane_per_agent(rt, collector):
     view = TraceTimeline(rt, collector)
+    watcher = rt.bus.subscribe("tool.*")  # someone watches the tool notes: they are span events too
     await _research_run(rt)
     await until(lambda: any(s.name == "collab.request_reply" and s.parent_span_id is None for s in collector.spans()))
     view.flush()
@@ -67,6 +68,7 @@ async def test_timeline_draws_the_real_spans_of_a_run_nested_in_one_lane_per_age
     topics = [e["topic"] for e in d["bus_events"]]
     assert topics[:2] == ["topic.plan", "topic.research"] and "agent.planner.replies" in topics
     assert all(e["event_id"] for e in d["bus_events"])
+    watcher.close()
     html = view._static_html()
     assert "researcher" in html and "tool.invoke research.search" in html
     assert view.figure().axes

@@ -25,7 +25,7 @@ from typing import Any
 from loom.audio.sources import AudioSource
 from loom.audio.stage import Stage
 from loom.audio.topics import USER_QUERY, AudioTopics
-from loom.errors import LoomError, UsageError
+from loom.errors import LoomError, StopFailed, UsageError
 
 __all__ = ["ANSWER_TOPIC", "VoiceAgent", "VoicePipeline", "rule_answer"]
 
@@ -196,6 +196,7 @@ class VoicePipeline:
             raise UsageError("the runtime is not running: `await rt.start()` (or %loom start) first")
         from loom.sdk import Agent
 
+        self.rt.instruments.untraced.update((self.topics.mic, self.topics.voiced))  # audio frames: no spans
         self.stages = self._build()
         started: list[Any] = []
         try:
@@ -224,15 +225,19 @@ class VoicePipeline:
         if not self.running:
             return
         self.running = False
-        await self.source.stop()
-        for name in ("vad", "stt", "wake"):
-            if name in self.stages:
-                await self.stages[name].stop()
-        if self.agent is not None:
-            await self.agent.stop()
-            self.agent = None
-        if "tts" in self.stages:
-            await self.stages["tts"].stop()
+        parts: list[Any] = [self.source, *(self.stages[n] for n in ("vad", "stt", "wake") if n in self.stages)]
+        parts += [self.agent] if self.agent is not None else []
+        parts += [self.stages["tts"]] if "tts" in self.stages else []
+        self.agent = None
+        errors: list[Exception] = []
+        for part in parts:  # each one stops even when one before it failed to
+            try:
+                await part.stop()
+            except Exception as exc:  # noqa: BLE001 - collected, raised together below
+                log.error("stopping %r failed", part, exc_info=exc)
+                errors.append(exc)
+        if errors:
+            raise StopFailed(f"the voice pipeline stopped, but {len(errors)} part(s) failed to", errors)
 
     def __getitem__(self, name: str) -> Stage:
         """A stage by name: ``source``, ``vad``, ``stt``, ``wake``, ``tts``."""

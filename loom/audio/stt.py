@@ -159,8 +159,9 @@ class SttEngine(Stage):
         try:
             self._model = await asyncio.wrap_future(self._executor.submit(self._load, path))
         except BaseException as exc:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+            executor, self._executor = self._executor, None
+            # the load may still run (a start cancelled mid-load): wait for it off the loop
+            await asyncio.shield(asyncio.to_thread(executor.shutdown, True, cancel_futures=True))
             if isinstance(exc, UsageError | asyncio.CancelledError | KeyboardInterrupt | SystemExit):
                 raise
             raise UsageError(f"the STT model at {path} cannot load: {exc}") from exc

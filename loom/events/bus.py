@@ -262,7 +262,7 @@ class EventBus(BusTelemetry):
             route = self._resolve(topic)
         if not isinstance(event, Event):
             raise TypeError(f"publish() needs an Event, got {event.__class__.__name__}")
-        if self.instruments.tracer is not None and not _TRACED.get():
+        if self.instruments.tracer is not None and not _TRACED.get() and topic not in self.instruments.untraced:
             return await self._publish_traced(topic, event, timeout)
         route.published += 1
         subs = route.subs
@@ -298,7 +298,7 @@ class EventBus(BusTelemetry):
             route = self._resolve(topic)
         if not isinstance(event, Event):
             raise TypeError(f"publish_nowait() needs an Event, got {event.__class__.__name__}")
-        if self.instruments.tracer is not None and not _TRACED.get():
+        if self.instruments.tracer is not None and not _TRACED.get() and topic not in self.instruments.untraced:
             return self._publish_traced_nowait(topic, event)
         route.published += 1
         item = _new_delivery(Delivery, (topic, event))

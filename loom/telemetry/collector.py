@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,7 +75,7 @@ class SpanCollector(SpanProcessor):
     """Keeps the last ``capacity`` finished spans (thread-safe: exporters' threads may end spans).
 
     ``spans(trace_id=None, limit=None)`` returns them oldest first; ``traces()`` the trace ids,
-    newest last; ``subscribe(fn)`` calls ``fn(record)`` for each new span (the live widget).
+    newest last. Readers poll (the TraceTimeline does, from its refresh task).
     """
 
     def __init__(self, capacity: int = 10_000) -> None:
@@ -86,7 +86,6 @@ class SpanCollector(SpanProcessor):
         # conversion costs more than the rest of a span's end, and most spans are never read
         self._spans: deque[list[Any]] = deque(maxlen=capacity)
         self._lock = threading.Lock()
-        self._listeners: list[Callable[[SpanRecord], None]] = []
         self.collected = 0
         self.evicted = 0
 
@@ -95,21 +94,11 @@ class SpanCollector(SpanProcessor):
         return None
 
     def on_end(self, span: ReadableSpan) -> None:
-        entry: list[Any] = [span, None]
         with self._lock:
             if len(self._spans) == self.capacity:
                 self.evicted += 1
-            self._spans.append(entry)
+            self._spans.append([span, None])
             self.collected += 1
-            listeners = tuple(self._listeners)
-        if not listeners:
-            return
-        record = entry[1] = _record(span)
-        for fn in listeners:
-            try:
-                fn(record)
-            except Exception:  # noqa: BLE001, S112 - a broken listener must not break the span's end
-                continue
 
     def shutdown(self) -> None:
         return None
@@ -136,19 +125,6 @@ class SpanCollector(SpanProcessor):
     def clear(self) -> None:
         with self._lock:
             self._spans.clear()
-
-    def subscribe(self, fn: Callable[[SpanRecord], None]) -> Callable[[], None]:
-        """Call ``fn(record)`` for each span from now on (from the thread that ends it); returns
-        the function that unsubscribes."""
-        with self._lock:
-            self._listeners.append(fn)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if fn in self._listeners:
-                    self._listeners.remove(fn)
-
-        return unsubscribe
 
     def __len__(self) -> int:
         return len(self._spans)

@@ -42,6 +42,8 @@ class _State:
 
 
 _state: _State | None = None
+_flushing: threading.Thread | None = None  # at most one background flush at a time
+_disabled_collector: SpanCollector | None = None  # what init_telemetry() returns under OTEL_SDK_DISABLED
 
 
 def _env_list(name: str, default: str) -> list[str]:
@@ -81,7 +83,13 @@ def init_telemetry(
     global _state
     with _lock:
         if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-            return _state.collector if _state is not None else SpanCollector(capacity)
+            global _disabled_collector
+            if _state is not None:
+                return _state.collector
+            if _disabled_collector is None:  # the same (empty) collector every time: idempotent
+                _disabled_collector = SpanCollector(capacity)
+                seam._collector = _disabled_collector
+            return _disabled_collector
         if _state is None:
             _state = _build(service_name, capacity, otlp_endpoint)
             seam._collector = _state.collector
@@ -173,11 +181,18 @@ def disable_telemetry() -> None:
     they hold in the background (never blocking the caller: a notebook's loop). ``init_telemetry()``
     turns it on again with the same collector."""
     seam.set_tracer(None)
+    global _flushing
     state = _state
-    if state is not None:  # flushed off the caller's thread: an unreachable collector retries for seconds
-        threading.Thread(
-            target=state.provider.force_flush, args=(2000,), name="loom-telemetry-flush", daemon=True
-        ).start()
+    if state is None or (_flushing is not None and _flushing.is_alive()):
+        return
+    # flushed off the caller's thread (a notebook's loop): an unreachable collector retries for seconds
+
+    def flush() -> None:
+        state.provider.force_flush(2000)
+        state.meter_provider.force_flush(2000)
+
+    _flushing = threading.Thread(target=flush, name="loom-telemetry-flush", daemon=True)
+    _flushing.start()
 
 
 def metrics_snapshot() -> dict[str, list[dict[str, Any]]]:

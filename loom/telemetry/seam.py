@@ -10,8 +10,9 @@ they were given, and through nothing else:
   live ``Instruments`` (OpenTelemetry's providers are process-wide, so telemetry is too).
 - ``note(topic, event)``: a runtime event for inspectors (``tool.call``, ``system.agent.<id>``,
   ``agent.<id>.cognitive``, ``router.decisions``, ...). It is published on the runtime's bus when
-  something subscribes there (a widget, the event recorder) and added to the current span as a
-  span event when tracing. ``watched(topic)`` first, so nobody builds an event that nobody reads.
+  something subscribes there (a widget, the event recorder) and then also added to the current
+  span as a span event when tracing. ``watched(topic)`` first, so nobody builds an event that
+  nobody reads.
 - ``observe(name, fn)``: a source of a metric read at collection time (bus counters, mailbox
   depths, tool counters, bridge connections): nothing is counted twice on the hot path.
 - ``record(name, value, attrs)``: a histogram sample (delivery latency), a no-op when off.
@@ -98,7 +99,7 @@ class Instruments:
         watched: ``fn(topic) -> bool``: whether a note on ``topic`` would reach anyone.
     """
 
-    __slots__ = ("__weakref__", "_observers", "_publish", "_watched", "tracer")
+    __slots__ = ("__weakref__", "_observers", "_publish", "_watched", "tracer", "untraced")
 
     def __init__(
         self,
@@ -108,6 +109,9 @@ class Instruments:
         self.tracer: Tracer | None = _tracer
         self._publish = publish
         self._watched = watched
+        # topics whose publishes are never spans: a stream of 50 audio chunks a second would make
+        # 50 traces a second of nothing but themselves (the voice pipeline adds its audio topics)
+        self.untraced: set[str] = set()
         self._observers: dict[str, list[tuple[ObserveFn, bool]]] = {}
         _live.add(self)
 
@@ -137,19 +141,18 @@ class Instruments:
 
     # -- runtime events ------------------------------------------------------------------
     def watched(self, topic: str) -> bool:
-        """Whether a note on ``topic`` would reach anyone: build it only then."""
-        if self.tracer is not None:
-            return True
+        """Whether a note on ``topic`` would reach anyone on the bus: build it only then."""
         watched = self._watched
         return watched is not None and watched(topic)
 
     def note(self, topic: str, event: Event) -> None:
-        """Publish a runtime event for inspectors (never waits; a full queue drops, counted)."""
+        """Publish a runtime event for inspectors (never waits; a full queue drops, counted); with
+        tracing on it is also a span event of the current span (not a streamed token: a span keeps
+        128 events)."""
         tracer = self.tracer
-        if tracer is not None:
+        if tracer is not None and not event.type.endswith("token"):
             tracer.add_event(event.type, {"loom.topic": topic})
-        watched = self._watched
-        if self._publish is not None and watched is not None and watched(topic):
+        if self._publish is not None:
             self._publish(topic, event)
 
     # -- metrics -------------------------------------------------------------------------
