@@ -72,7 +72,7 @@ def add_counted_servicer(servicer: Any, server: Any, count: ByteCount) -> None:
 
 # -- spans ---------------------------------------------------------------------------------
 def _attrs(agent: str, topic: str, event: Event | None = None, **extra: Any) -> dict[str, Any]:
-    attrs: dict[str, Any] = {"loom.agent": agent.removeprefix("agent."), "loom.component": "bridge"}
+    attrs: dict[str, Any] = {"loom.agent": agent, "loom.component": "bridge"}  # the tracer names it bare
     if topic:
         attrs["loom.topic"] = topic
     if event is not None:

@@ -56,8 +56,7 @@ def _fmt_ms(t: float, step: float) -> str:
 
 
 def _lane(s: Any) -> str:
-    # a part reporting under its own name ("loom.tools" sends tool.call) shares the part's lane
-    return s.lane.removeprefix("loom.")
+    return s.lane  # SpanRecord.lane: an agent's bare id, or the part ("tools", never "loom.tools")
 
 
 def _label(s: Any) -> str:

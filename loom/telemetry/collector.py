@@ -16,6 +16,8 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import StatusCode
 
+from loom.telemetry.seam import bare_agent
+
 __all__ = ["SpanCollector", "SpanRecord"]
 
 
@@ -45,7 +47,7 @@ class SpanRecord:
         """Where a timeline draws it: the agent (bare id, never ``agent.<id>``), else the part."""
         agent = self.attributes.get("loom.agent")
         if agent:  # an agent's own id; a part publishing notes as "loom.tools" is the part "tools"
-            return str(agent).removeprefix("agent.").removeprefix("loom.")
+            return bare_agent(str(agent))
         return str(self.attributes.get("loom.component") or self.name.split(".", 1)[0])
 
     def to_dict(self) -> dict[str, Any]:

@@ -35,6 +35,7 @@ __all__ = [
     "NOOP_SPAN",
     "Instruments",
     "Tracer",
+    "bare_agent",
     "current_collector",
     "live_instruments",
     "retired",
@@ -215,6 +216,12 @@ def _read(fn: ObserveFn) -> list[Observation]:
 def retired(name: str) -> list[Observation]:
     """The final counts of the parts that closed (the metric readers add them to the live ones)."""
     return [(v, dict(k)) for k, v in list(_retired.get(name, {}).items())]
+
+
+def bare_agent(name: str) -> str:
+    """An agent as spans and lanes name it: its id, whether a part said ``agent.ann`` (a sender)
+    or ``ann``; a part publishing as ``loom.tools`` is the part ``tools``."""
+    return name.removeprefix("agent.").removeprefix("loom.")
 
 
 def telemetry_enabled() -> bool:

@@ -22,6 +22,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from loom.telemetry.seam import bare_agent
+
 __all__ = ["OtelTracer", "extract", "inject_current"]
 
 log = logging.getLogger("loom.telemetry")
@@ -129,7 +131,7 @@ class _Span:
 
     def set(self, key: str, value: Any) -> None:
         if key == "loom.agent" and isinstance(value, str):
-            value = value.removeprefix("agent.")
+            value = bare_agent(value)
         if value is not None:
             value = value if isinstance(value, str | int | float | bool) else str(value)
             self.attrs[key] = value
@@ -177,6 +179,6 @@ def _clean(attrs: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return None
     out = {k: (v if isinstance(v, str | int | float | bool) else str(v)) for k, v in attrs.items() if v is not None}
     agent = out.get("loom.agent")
-    if isinstance(agent, str) and agent.startswith("agent."):  # a sender ("agent.ann") names the agent "ann"
-        out["loom.agent"] = agent[6:]
+    if isinstance(agent, str):  # a sender ("agent.ann") names the agent "ann"
+        out["loom.agent"] = bare_agent(agent)
     return out
