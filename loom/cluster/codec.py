@@ -109,27 +109,28 @@ def encode_batch(events: list[Event], origin: str) -> tuple[bytes, dict[str, str
     """Plain events (see :func:`batchable`) of one subject as one ``loom.v1.EventStream`` message.
 
     A backlog of small events costs the client one message instead of one per event: the per-message
-    work of nats-py (parse, Msg, queue, callback) dominates for small events.
+    work of nats-py (parse, Msg, queue, callback) dominates for small events. Built in place
+    (``events.add``): half the cost of building each message and copying it in.
     """
-    pb = _event_pb()
-    msgs = []
-    for event in events:
-        md = event.metadata
-        md = {**md, ORIGIN_KEY: origin} if md else {ORIGIN_KEY: origin}
-        msgs.append(
-            pb(
-                id=event.id,
-                type=event.type,
-                timestamp_ms=event.timestamp_ms,
-                source=event.source,
-                metadata=md,
-                payload=event.payload,
-                confidence=event.confidence,
-                tags=event.tags,
-                priority=event.priority,
-            )
+    _event_pb()
+    stream = _stream_pb()
+    add = stream.events.add
+    for e in events:
+        m = add(
+            id=e.id,
+            type=e.type,
+            timestamp_ms=e.timestamp_ms,
+            source=e.source,
+            payload=e.payload,
+            confidence=e.confidence,
+            tags=e.tags,
+            priority=e.priority,
         )
-    return _stream_pb(events=msgs).SerializeToString(), {BATCH_HEADER: str(len(msgs))}
+        md = m.metadata
+        if e.metadata:
+            md.update(e.metadata)
+        md[ORIGIN_KEY] = origin
+    return stream.SerializeToString(), {BATCH_HEADER: str(len(events))}
 
 
 def decode_batch(data: bytes) -> list[Event]:
@@ -145,13 +146,25 @@ def decode_batch(data: bytes) -> list[Event]:
     except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError: not our format
         raise NotALoomEvent(f"not a loom.v1.EventStream: {exc}") from None
     out = []
-    for msg in stream.events:
-        if not msg.id or not msg.type:
+    new = Event.__new__
+    for m in stream.events:
+        if not m.id or not m.type:
             raise NotALoomEvent("not a loom.v1.EventStream: an event without id or type")
-        try:
-            out.append(Event.from_proto(msg))
-        except LoomError as exc:
-            raise NotALoomEvent(str(exc)) from None
+        priority, confidence = m.priority, m.confidence
+        if not (0 <= priority <= 100 and 0.0 <= confidence <= 1.0 and m.timestamp_ms):
+            try:  # values to repair: Event.from_proto's rules
+                out.append(Event.from_proto(m))
+            except LoomError as exc:
+                raise NotALoomEvent(str(exc)) from None
+            continue
+        # The fields protobuf already typed, as Event.from_proto sets them, without its generic map copy.
+        e = new(Event)
+        e.id, e.type, e.timestamp_ms, e.source = m.id, m.type, m.timestamp_ms, m.source
+        md = m.metadata
+        e.metadata = {k: md[k] for k in md}
+        e.payload, e.confidence, e.tags, e.priority = m.payload, confidence, list(m.tags), priority
+        e._env = None
+        out.append(e)
     return out
 
 

@@ -204,8 +204,7 @@ class ClusterLink:
             return  # a queue group or a durable consumer of this runtime delivers it
         headers = msg.headers
         if headers is not None and BATCH_HEADER in headers:
-            for event in self._decode_batch(msg):
-                await self.deliver(subject, event)
+            await self.deliver_many(subject, self._decode_batch(msg))
             return
         event = self._decode(msg)
         if event is not None:
@@ -244,6 +243,18 @@ class ClusterLink:
             return 0
         self.counts.imported += 1
         return n
+
+    async def deliver_many(self, subject: str, events: list[Event]) -> None:
+        """:meth:`deliver` for the events of a batch (each carries ``loom.origin``: the sender set it)."""
+        publish, done = self.bus.publish, 0
+        try:
+            for event in events:
+                await publish(subject, event)
+                done += 1
+        except (TypeError, ValueError) as exc:  # the subject is not a valid Loom topic: the whole batch
+            self.counts.bad_topic += len(events) - done
+            self._warn(f"bad_topic:{subject}", f"skipped a message on {subject!r}: {exc}")
+        self.counts.imported += done
 
     def claim(self, patterns: Iterable[str]) -> None:
         """Mark ``patterns`` as served by a queue group or durable consumer here: the plain import skips them."""

@@ -52,12 +52,13 @@ class ReplicaGroup:
 
     async def _on_message(self, msg: Any) -> None:
         headers = msg.headers
-        if headers is not None and BATCH_HEADER in headers:  # a backlog's events, batched: one member takes all
+        if headers is not None and BATCH_HEADER in headers:  # from a sender that did not know of the group
             events = self.link._decode_batch(msg)
-        else:
-            event = self.link._decode(msg)
-            events = [event] if event is not None else []
-        for event in events:
+            self.received += len(events)
+            await self.link.deliver_many(msg.subject, events)
+            return
+        event = self.link._decode(msg)
+        if event is not None:
             self.received += 1
             await self.link.deliver(msg.subject, event)
 
