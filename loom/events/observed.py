@@ -62,7 +62,9 @@ class BusTelemetry:
 
     def _observe_dropped(self) -> list[tuple[float, dict[str, str]]]:
         return [
-            (n, {"loom.topic": r.topic, "loom.reason": k}) for r in self._routes_now() for k, n in list(r.dropped.items())
+            (n, {"loom.topic": r.topic, "loom.reason": k})
+            for r in self._routes_now()
+            for k, n in list(r.dropped.items())
         ]
 
     # -- traced publishing (telemetry on) ---------------------------------------------------
