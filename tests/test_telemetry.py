@@ -115,7 +115,10 @@ async def test_init_is_idempotent_and_off_means_no_spans(rt):
 
 
 async def test_metrics_come_from_the_parts_counters(rt, collector):
+    """Counts of this runtime's bus, agent and tools, read through the OpenTelemetry meters (the
+    process's totals include other runtimes: names of its own, and differences)."""
     got = []
+    agent, topic = "metrics_counter", "metrics.own.t"
 
     async def on(event, state):
         got.append(event)
@@ -123,23 +126,36 @@ async def test_metrics_come_from_the_parts_counters(rt, collector):
     class Counter:
         on_event = staticmethod(on)
 
-    await rt.agents.create("counter", Counter(), topics=["m.t"])
-    await rt.agents.start("counter")
+    def value(snap, name, **attrs):
+        return sum(p["value"] for p in snap.get(name, []) if all(p["attributes"].get(k) == v for k, v in attrs.items()))
+
+    before = loom.telemetry.metrics_snapshot()
+    await rt.agents.create(agent, Counter(), topics=[topic])
+    await rt.agents.start(agent)
     for _ in range(3):
-        await rt.bus.publish("m.t", Event("x"))
-    await rt.tools.invoke("weather.get", {"city": "Paris"})
+        await rt.bus.publish(topic, Event("x"))
+    await rt.tools.invoke("weather.get", {"location": ""})  # refused by its schema: an error call
     await loom_until(lambda: len(got) == 3)
     snap = loom.telemetry.metrics_snapshot()
 
-    def value(name, **attrs):
-        return sum(p["value"] for p in snap[name] if all(p["attributes"].get(k) == v for k, v in attrs.items()))
+    def grew(name, **attrs):
+        return value(snap, name, **attrs) - value(before, name, **attrs)
 
-    assert value("loom.bus.published", **{"loom.topic": "m.t"}) >= 3
-    assert value("loom.bus.delivered", **{"loom.topic": "m.t"}) >= 3
-    assert value("loom.agent.handled", **{"loom.agent": "counter", "loom.status": "ok"}) == 3
-    assert value("loom.tool.calls", **{"loom.tool": "weather.get"}) >= 1
-    assert "loom.agent.mailbox_depth" in snap
-    assert snap["loom.tool.duration"][0]["count"] >= 1
+    assert grew("loom.bus.published", **{"loom.topic": topic}) == 3
+    assert grew("loom.bus.delivered", **{"loom.topic": topic}) == 3
+    assert grew("loom.agent.handled", **{"loom.agent": agent, "loom.status": "ok"}) == 3
+    assert grew("loom.tool.calls", **{"loom.tool": "weather.get", "loom.status": "INVALID_PARAMS"}) == 1
+    assert value(snap, "loom.agent.mailbox_depth", **{"loom.agent": agent}) == 0
+    durations = [p for p in snap["loom.tool.duration"] if p["attributes"].get("loom.tool") == "weather.get"]
+    assert (
+        sum(p["count"] for p in durations)
+        - sum(
+            p["count"]
+            for p in before.get("loom.tool.duration", [])
+            if p["attributes"].get("loom.tool") == "weather.get"
+        )
+        == 1
+    )
 
 
 def test_instruments_without_telemetry_are_a_shared_noop():
