@@ -98,13 +98,15 @@ async def test_losing_the_connected_node_reconnects_and_durable_loses_nothing():
                 if i == 200:
                     n1.kill()  # the receiver's node
                 await asyncio.sleep(0.002)
-            assert await sender.cluster.durable_export.flush(15)
+            assert await sender.cluster.durable_export.flush(60)  # through a leader election, if n1 led
+            assert sender.cluster.durable_export.stats()["lost"] == 0
             try:
                 await until(lambda: dur.qsize() >= sent, timeout=45)  # a leader election may come first
             except TimeoutError:
-                raise AssertionError(
-                    f"{dur.qsize()} of {sent}: {consumer.stats()} {receiver.cluster.stats()}"
-                ) from None
+                js = receiver.cluster.nc.jetstream()
+                state = await js.consumer_info("LOOM", "failover"), (await js.stream_info("LOOM")).state
+                exp = sender.cluster.durable_export.stats()
+                raise AssertionError(f"{dur.qsize()} of {sent}: {consumer.stats()} {exp} {state}") from None
             got = {dur.get_nowait().event.payload for _ in range(dur.qsize())}
             assert got == {str(i).encode() for i in range(sent)}  # durable: nothing lost
             stats = receiver.cluster.stats()

@@ -80,7 +80,7 @@ async def connect(
             stats.slow_consumer_drops += 1  # core NATS delivery is at-most-once: counted, not raised
         else:
             stats.errors += 1
-            stats.last_error = f"{type(exc).__name__}: {exc}"
+            stats.last_error = _scrub(f"{type(exc).__name__}: {exc}", servers)
 
     async def disconnected_cb() -> None:
         stats.disconnects += 1
@@ -109,7 +109,7 @@ async def connect(
         )
     except Exception as exc:  # noqa: BLE001 - NoServersError, OSError, timeouts: one clear message
         await _close_quietly(nc)
-        reason = stats.last_error or f"{type(exc).__name__}: {exc}"
+        reason = _scrub(stats.last_error or f"{type(exc).__name__}: {exc}", servers)
         where = ", ".join(map(redact, servers))
         if "authorization" in reason.lower() or "authentication" in reason.lower():
             raise ClusterUnavailable(
@@ -170,6 +170,18 @@ def redact(url: str) -> str:
     if not sep or "@" not in rest:
         return url
     return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+
+
+def _scrub(text: str, servers: list[str]) -> str:
+    # A client error may quote the URL it used: never with the secret in it.
+    for url in servers:
+        userinfo = url.partition("://")[2].rpartition("@")[0]
+        if userinfo:
+            text = text.replace(userinfo, "***")
+            for part in userinfo.split(":"):
+                if len(part) > 3:
+                    text = text.replace(part, "***")
+    return text
 
 
 def _url_of(nc: Any) -> str:

@@ -64,7 +64,8 @@ class _Pending:
     data: bytes
     headers: dict[str, str]
     attempts: int
-    deadline: float
+    deadline: float  # when to give up waiting for this attempt's ack / when to try again
+    first: float = 0.0  # when it was first handed over
 
 
 class DurableExport:
@@ -79,8 +80,10 @@ class DurableExport:
         self.acked = 0
         self.retries = 0
         self.lost = 0
+        self.last_seq = 0
+        self.duplicate_acks = 0
         self.ack_timeout = 5.0
-        self.max_attempts = 20
+        self.retry_for = 110.0  # then counted lost: past the stream's 120 s duplicate window a re-send could duplicate
         self._index: TopicIndex[str] = TopicIndex()
         self._pending: dict[int, _Pending] = {}
         self._retry: list[_Pending] = []
@@ -104,7 +107,7 @@ class DurableExport:
         headers = dict(headers or {})
         headers["Nats-Msg-Id"] = event.id  # the server drops a re-sent copy: exactly one in the stream
         self.published += 1
-        await self._send(_Pending(topic, data, headers, 0, 0.0))
+        await self._send(_Pending(topic, data, headers, 0, 0.0, time.monotonic()))
 
     async def _send(self, item: _Pending) -> None:
         item.attempts += 1
@@ -112,7 +115,7 @@ class DurableExport:
         try:
             fut = await self._js.publish_async(item.topic, item.data, headers=item.headers, wait_stall=self.ack_timeout)
         except Exception:  # noqa: BLE001 - disconnected, stalled: retried by the sweeper
-            self._retry.append(item)
+            self._later(item)
             return
         key = id(fut)
         self._pending[key] = item
@@ -123,22 +126,33 @@ class DurableExport:
         if item is None:
             return
         if fut.cancelled() or fut.exception() is not None:
-            self._retry.append(item)
+            self._later(item)  # no stream leader (an election), no responders: again, after a pause
         else:
+            ack = fut.result()
             self.acked += 1
+            self.last_seq = max(self.last_seq, ack.seq or 0)
+            if ack.duplicate:
+                self.duplicate_acks += 1
+
+    def _later(self, item: _Pending) -> None:
+        item.deadline = time.monotonic() + min(0.05 * 2**item.attempts, 2.0)  # back off: 0.1 s … 2 s
+        self._retry.append(item)
 
     async def _sweep(self) -> None:
         # Acks that never come (a node died with the request in flight) and refused sends are re-sent
-        # with the same Nats-Msg-Id; after max_attempts the event is counted lost.
+        # with the same Nats-Msg-Id until the stream takes them; after retry_for, counted lost.
         while True:
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.1)
             now = time.monotonic()
             late = [k for k, it in self._pending.items() if it.deadline < now]
             for k in late:
                 self._retry.append(self._pending.pop(k))
-            retry, self._retry = self._retry, []
-            for item in retry:
-                if item.attempts >= self.max_attempts:
+            due = [it for it in self._retry if it.deadline <= now]
+            if not due:
+                continue
+            self._retry = [it for it in self._retry if it.deadline > now]
+            for item in due:
+                if now - item.first > self.retry_for:
                     self.lost += 1
                     log.warning("durable export gave up on an event on %r after %d attempts", item.topic, item.attempts)
                     continue
@@ -160,7 +174,14 @@ class DurableExport:
             self.link.durable_export = None
 
     def stats(self) -> dict[str, int]:
-        return {"published": self.published, "acked": self.acked, "retries": self.retries, "lost": self.lost}
+        return {
+            "published": self.published,
+            "acked": self.acked,
+            "retries": self.retries,
+            "lost": self.lost,
+            "duplicate_acks": self.duplicate_acks,
+            "last_seq": self.last_seq,
+        }
 
 
 class DurableConsumer:
@@ -168,6 +189,7 @@ class DurableConsumer:
     names the same consumer shares its messages (like a queue group, but acked).
 
     Args:
+        replicas: copies of the consumer's state (default: as many as the stream has).
         handler: ``async fn(topic, event)``; the message is acked when it returns (or raises: a
             failing handler is counted, not retried forever). Default: publish on the local bus.
         ack_wait: seconds before an unacked message goes to another member.
@@ -183,7 +205,7 @@ class DurableConsumer:
         name: str,
         handler: Handler | None = None,
         stream: str = "LOOM",
-        replicas: int = 1,
+        replicas: int | None = None,
         ack_wait: float = 30.0,
         max_deliver: int = 20,
         batch: int = 64,
@@ -201,6 +223,7 @@ class DurableConsumer:
         self.duplicates = 0
         self.failed = 0
         self.not_loom = 0
+        self.rebinds = 0
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._psub: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -209,9 +232,10 @@ class DurableConsumer:
         from nats.js.api import AckPolicy, ConsumerConfig
 
         js = self.link.nc.jetstream()
-        await ensure_stream(js, self.stream, self.patterns, self.replicas)
+        await ensure_stream(js, self.stream, self.patterns, self.replicas or 1)
         config = ConsumerConfig(
             durable_name=self.name,
+            num_replicas=self.replicas,  # None: as many as the stream (a copy on one node dies with it)
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.ack_wait,
             max_deliver=self.max_deliver,
@@ -229,17 +253,43 @@ class DurableConsumer:
     async def _run(self) -> None:
         from nats.errors import TimeoutError as NatsTimeout
 
+        idle = 0
+        reconnects = self.link.conn.reconnects
         while True:
+            if self.link.conn.reconnects != reconnects or idle >= 5:
+                # A new connection, or five empty pulls in a row: if the consumer holds messages, pull
+                # through a fresh subscription (one bound before a failover may never be served again).
+                reconnects, idle = self.link.conn.reconnects, 0
+                await self._rebind_if_stuck()
             try:
                 msgs = await self._psub.fetch(self.batch, timeout=1.0)
             except (TimeoutError, NatsTimeout):
+                idle += 1
                 continue
             except Exception as exc:  # noqa: BLE001 - reconnecting, leader election: try again shortly
                 log.debug("durable consumer %s fetch: %s", self.name, exc)
+                idle += 1
                 await asyncio.sleep(0.2)
                 continue
+            idle = 0
             for msg in msgs:
                 await self._handle(msg)
+
+    async def _rebind_if_stuck(self) -> None:
+        js = self.link.nc.jetstream()
+        try:
+            info = await js.consumer_info(self.stream, self.name)
+            if not (info.num_pending or info.num_ack_pending):
+                return
+            old, self._psub = self._psub, await js.pull_subscribe_bind(durable=self.name, stream=self.stream)
+            self.rebinds += 1
+        except Exception as exc:  # noqa: BLE001 - JetStream not reachable yet: the next round tries again
+            log.debug("durable consumer %s rebind: %s", self.name, exc)
+            return
+        try:
+            await old.unsubscribe()
+        except Exception:  # noqa: BLE001, S110 - the old subscription died with its connection
+            pass
 
     async def _handle(self, msg: Any) -> None:
         event = self.link._decode(msg)
@@ -274,7 +324,7 @@ class DurableConsumer:
         self.link.unclaim(self.patterns)
 
     def stats(self) -> dict[str, int]:
-        return {"handled": self.handled, "duplicates": self.duplicates, "failed": self.failed}
+        return {"handled": self.handled, "duplicates": self.duplicates, "failed": self.failed, "rebinds": self.rebinds}
 
 
 async def _ack(msg: Any) -> None:
