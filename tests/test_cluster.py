@@ -134,3 +134,19 @@ async def test_a_local_agent_is_seen_by_a_peer_runtime(hub, nats_url):
     finally:
         await other.stop()
         await agent.stop()
+
+
+async def test_runtimes_with_different_heartbeats_do_not_flap(hub, nats_url):
+    async def on_event(ctx, topic, event):
+        return None
+
+    slow = await loom.Loom(name="slow-beat", native_tools=()).start()
+    try:
+        await slow.join_cluster(nats_url, heartbeat_s=2.0)  # the hub beats every 0.5 s
+        await loom.Agent("steady", topics=["svc.steady"], on_event=on_event, runtime=slow).start()
+        await until(lambda: "steady" in hub.directory, timeout=5)
+        for _ in range(35):  # 3.5 s: longer than three of the hub's heartbeats, shorter than three of its own
+            await asyncio.sleep(0.1)
+            assert "steady" in hub.directory
+    finally:
+        await slow.stop()

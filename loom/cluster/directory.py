@@ -37,6 +37,13 @@ log = logging.getLogger("loom.cluster")
 BUCKET = "loom_directory"
 
 
+def _beat_of(data: dict[str, Any], default: float) -> float:
+    try:
+        return max(0.05, float(data.get("heartbeat_s", default)))
+    except (TypeError, ValueError):
+        return default
+
+
 class ClusterTool:
     """A capability of an agent in another runtime: invoking it asks that runtime over NATS."""
 
@@ -129,7 +136,8 @@ class ClusterDirectory:
         if body == self._last and not force and now - self._last_put < self.heartbeat_s:
             return
         self._last, self._last_put = body, now
-        stamped = json.dumps({"node": self.link.node, "ts": time.time(), "entry": json.loads(body)})
+        entry = {"node": self.link.node, "ts": time.time(), "heartbeat_s": self.heartbeat_s, "entry": json.loads(body)}
+        stamped = json.dumps(entry)
         await self._kv.put(self.link.node, stamped.encode())
 
     async def _beat(self) -> None:
@@ -177,7 +185,8 @@ class ClusterDirectory:
             data = json.loads(entry.value)
         except ValueError:
             return
-        if time.time() - float(data.get("ts", 0)) > 3 * self.heartbeat_s:
+        beat = _beat_of(data, self.heartbeat_s)
+        if time.time() - float(data.get("ts", 0)) > 3 * beat:
             return  # an old entry of a runtime that died (the bucket still holds it)
         data["seen"] = time.monotonic()
         self.nodes[node] = data
@@ -236,8 +245,9 @@ class ClusterDirectory:
         self.tools.unregister_owner(f"cluster:{node}")
 
     def _expire(self) -> None:
-        limit = time.monotonic() - 3 * self.heartbeat_s
-        for node in [n for n, d in self.nodes.items() if d["seen"] < limit]:
+        # Three of the *writer's* heartbeats: runtimes may beat at different rates.
+        now = time.monotonic()
+        for node in [n for n, d in self.nodes.items() if d["seen"] < now - 3 * _beat_of(d, self.heartbeat_s)]:
             log.info("cluster node %s missed three heartbeats: its agents leave the directory", node)
             self._forget(node)
 
