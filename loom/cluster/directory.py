@@ -170,7 +170,7 @@ class ClusterDirectory:
                         self._apply(entry)
             finally:
                 try:
-                    await watcher.stop()
+                    await asyncio.wait_for(watcher.stop(), 2.0)
                 except Exception:  # noqa: BLE001, S110 - the old connection's consumer is gone anyway
                     pass
 
@@ -280,11 +280,12 @@ class ClusterDirectory:
     async def aclose(self) -> None:
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:  # bounded: a part that cannot finish must not hold the runtime's stop
+            await asyncio.wait(self._tasks, timeout=3.0)
         self._tasks = []
         if self._serving is not None:
             try:
-                await self._serving.unsubscribe()
+                await asyncio.wait_for(self._serving.unsubscribe(), 2.0)
             except Exception:  # noqa: BLE001, S110 - connection already gone
                 pass
         if self._kv is not None:

@@ -287,7 +287,7 @@ class DurableConsumer:
             log.debug("durable consumer %s rebind: %s", self.name, exc)
             return
         try:
-            await old.unsubscribe()
+            await asyncio.wait_for(old.unsubscribe(), 2.0)
         except Exception:  # noqa: BLE001, S110 - the old subscription died with its connection
             pass
 
@@ -315,10 +315,10 @@ class DurableConsumer:
     async def aclose(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.wait([self._task], timeout=3.0)
         if self._psub is not None:
             try:
-                await self._psub.unsubscribe()
+                await asyncio.wait_for(self._psub.unsubscribe(), 2.0)
             except Exception:  # noqa: BLE001, S110 - the connection is gone already
                 pass
         self.link.unclaim(self.patterns)

@@ -151,7 +151,10 @@ class ClusterLink:
             except Exception:  # noqa: BLE001 - a dead connection cannot drain: close it anyway
                 pass
             if not nc.is_closed:
-                await nc.close()
+                try:
+                    await asyncio.wait_for(nc.close(), 5.0)
+                except Exception:  # noqa: BLE001 - closing a dead connection: nothing more to release
+                    log.debug("cluster link %s: close did not finish", self.node)
         self._subs.clear()
         self.instruments.forget("loom.cluster.messages", self._observe)
 

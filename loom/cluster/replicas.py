@@ -10,6 +10,7 @@ the local bus and the agent's mailbox takes it. A user scales a slow agent by st
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -67,7 +68,7 @@ class ReplicaGroup:
         subs, self._subs = self._subs, []
         for sub in subs:
             try:
-                await sub.unsubscribe()
+                await asyncio.wait_for(sub.unsubscribe(), 2.0)
             except Exception:  # noqa: BLE001, S110 - the connection is gone: nothing to leave
                 pass
         self.link.unclaim(self.patterns)
