@@ -11,3 +11,23 @@ def latency_summary(lat_ns: list[int], cpu_s: float | None = None) -> dict:
     if cpu_s is not None:
         out["cpu_us_per_call"] = cpu_s / n * 1e6
     return out
+
+
+def workload_args(doc: str | None, workloads, extra=None):
+    """The command line every bench script shares: ``[workloads...] [--runs N]`` (and the hidden
+    ``--worker NAME`` a run in a fresh process gets); unknown workloads are an error; no workloads
+    means all. ``extra(parser)`` adds a script's own options."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("workloads", nargs="*", help=f"some of {', '.join(workloads)} (default: all)")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    if extra is not None:
+        extra(ap)
+    args = ap.parse_args()
+    unknown = set(args.workloads) - set(workloads)
+    if unknown:
+        ap.error(f"unknown workloads {sorted(unknown)}; choose from {list(workloads)}")
+    args.workloads = args.workloads or list(workloads)
+    return args

@@ -20,7 +20,6 @@ One JSON line per workload with medians over the runs (each run in a fresh proce
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -29,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from _stats import workload_args
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCES = [
@@ -194,16 +195,12 @@ WORKLOADS = {
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("workloads", nargs="*", help=f"some of {', '.join(WORKLOADS)} (default: all)")
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = workload_args(__doc__, WORKLOADS)
     if args.worker:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         print(json.dumps(asyncio.run(WORKLOADS[args.worker]())))
         return
-    for name in args.workloads or list(WORKLOADS):
+    for name in args.workloads:
         runs = []
         for _ in range(args.runs):
             cmd = [sys.executable, __file__, "--worker", name]

@@ -24,6 +24,8 @@ import tempfile
 import time
 from typing import Any
 
+from _stats import workload_args
+
 N = 100_000
 
 
@@ -181,6 +183,9 @@ def _run(workloads: list[str], n_runs: int, trees: dict[str, str | None]) -> dic
                 env = {**os.environ, "PYTHONHASHSEED": "0"}
                 if path is not None:  # loom/ of an older revision first on the path
                     env["PYTHONPATH"] = os.pathsep.join(filter(None, [path, env.get("PYTHONPATH")]))
+                # -P keeps this checkout's loom/ off the path; the bench's own helpers go after the tree
+                bench = os.path.dirname(os.path.abspath(__file__))
+                env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), bench]))
                 cmd = [sys.executable, "-P", __file__, "--worker", name]
                 out = subprocess.run(cmd, capture_output=True, text=True, check=path is None, env=env)
                 if out.returncode == 0:  # an older tree may lack a workload's parts (pub1_traced)
@@ -197,19 +202,15 @@ def _run(workloads: list[str], n_runs: int, trees: dict[str, str | None]) -> dic
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("workloads", nargs="*", help=f"some of {', '.join(WORKLOADS)} (default: all)")
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
-    ap.add_argument("--compare", metavar="REV", help="also run on loom/ as of this git revision, interleaved")
-    args = ap.parse_args()
+    def compare(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--compare", metavar="REV", help="also run on loom/ as of this git revision, interleaved")
+
+    args = workload_args(__doc__, WORKLOADS, compare)
+    if args.compare == "HEAD":
+        raise SystemExit("bus.py: --compare takes an earlier revision (HEAD is this checkout)")
     if args.worker:
         _worker(args.worker)
         return
-    unknown = set(args.workloads) - set(WORKLOADS)
-    if unknown:
-        ap.error(f"unknown workloads {sorted(unknown)}; choose from {list(WORKLOADS)}")
-    args.workloads = args.workloads or list(WORKLOADS)
     trees = {"HEAD": None}
     with tempfile.TemporaryDirectory() as tmp:
         if args.compare:

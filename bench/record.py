@@ -13,7 +13,6 @@ gives the on/off ratio of the publisher's CPU.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -23,6 +22,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _stats import workload_args
 
 N = 100_000
 
@@ -100,19 +101,12 @@ WORKLOADS = ("off", "on", "replay")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("workloads", nargs="*", help=f"some of {', '.join(WORKLOADS)} (default: all)")
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = workload_args(__doc__, WORKLOADS)
     if args.worker:
         _worker(args.worker)
         return
-    unknown = set(args.workloads) - set(WORKLOADS)
-    if unknown:
-        ap.error(f"unknown workloads {sorted(unknown)}; choose from {list(WORKLOADS)}")
     results = {}
-    for name in args.workloads or WORKLOADS:
+    for name in args.workloads:
         runs = []
         for _ in range(args.runs):
             out = subprocess.run(

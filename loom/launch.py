@@ -50,9 +50,9 @@ def run(main: Callable[[Loom], Awaitable[T]], /, *, nest: bool = False, **loom_o
 
     try:
         loop = asyncio.get_running_loop()
-    except RuntimeError:
+    except RuntimeError:  # no loop is running (a script): the only case asyncio.run is used
         return asyncio.run(_main())
-    if nest:
+    if nest:  # the user asked to block a running loop (nest=True): opt-in only
         try:
             import nest_asyncio2
         except ImportError:

@@ -7,33 +7,17 @@ import asyncio
 
 import loom
 import loom.telemetry
-from loom import Agent, Event, capability
+from loom import Agent, Event
 from loom.events.qos import Overflow, QoS
 from loom.notebook import BusInspector, MetricsView, Topology, TraceTimeline
 from loom.notebook.topology import crossings, order_columns
 from loom.notebook.trace_timeline import HINT_OFF, axis_ticks
 from tests.conftest import until
-
-
-@capability("research.search", version="1.0")
-def search(query: str) -> dict:
-    """Search."""
-    return {"query": query, "hits": 2}
+from tests.peers.research import research_run
 
 
 async def _research_run(rt) -> None:
-    """A planner asks a researcher, who calls a tool: one trace across two agents and the tools."""
-
-    async def planner(ctx, topic, event):
-        results = await ctx.request(ctx.thread(event), "topic.research", payload=event.payload, timeout_ms=2000)
-        await ctx.reply(ctx.thread(event), {"research": results.json()})
-
-    async def researcher(ctx, topic, event):
-        await ctx.reply(ctx.thread(event), await ctx.tool("research.search", {"query": event.text()}))
-
-    await Agent("planner", topics=["topic.plan"], on_event=planner).start()
-    await Agent("researcher", topics=["topic.research"], capabilities=[search], on_event=researcher).start()
-    reply = await loom.request_reply("topic.plan", "What is Loom?", timeout=2)
+    reply = await research_run()
     assert reply.json()["research"]["hits"] == 2
 
 

@@ -9,14 +9,9 @@ import pytest
 
 import loom
 import loom.telemetry
-from loom import Agent, Event, capability
+from loom import Event
 from loom.telemetry import Instruments
-
-
-@capability("research.search", version="1.0")
-def search(query: str) -> dict:
-    """Search."""
-    return {"query": query, "hits": 2}
+from tests.peers.research import research_run
 
 
 def _tree(spans):
@@ -33,16 +28,7 @@ def _tree(spans):
 
 
 async def test_one_user_request_is_one_trace_across_agents_tools_and_request_reply(rt, collector):
-    async def planner(ctx, topic, event):
-        results = await ctx.request(ctx.thread(event), "topic.research", payload=event.payload, timeout_ms=2000)
-        await ctx.reply(ctx.thread(event), {"research": results.json()})
-
-    async def researcher(ctx, topic, event):
-        await ctx.reply(ctx.thread(event), await ctx.tool("research.search", {"query": event.text()}))
-
-    await Agent("planner", topics=["topic.plan"], on_event=planner).start()
-    await Agent("researcher", topics=["topic.research"], capabilities=[search], on_event=researcher).start()
-    reply = await loom.request_reply("topic.plan", "What is Loom?", timeout=2)
+    reply = await research_run()
     assert reply.json() == {"research": {"query": "What is Loom?", "hits": 2}}
 
     root = next(s for s in collector.spans() if s.name == "collab.request_reply" and s.parent_span_id is None)
