@@ -1,6 +1,7 @@
 """The bridge across processes: deliveries per second and request/reply latency.
 
     python bench/bridge.py [--events 50000] [--calls 2000] [--runs 3]
+    python bench/bridge.py --traced --events 3000 --calls 500   # telemetry on in every process
 
 Three processes per workload: this one runs the runtime and the bridge; the others are SDK
 agents joined with address=. `throughput`: a producer agent emits N small events, a consumer
@@ -12,7 +13,10 @@ runs twice: on the same-host stream the SDK picks by default (loom.bridge.local)
 EventStream (LOOM_BRIDGE_LOCAL=0, what an agent on another host gets). Floors, between two
 processes without Loom: a bare grpc.aio stream ping-pong, and a ping-pong of the same messages in
 frames over a loopback socket. Agent to agent through the hub needs two round trips, so twice a
-floor is the least a hub on that transport can reach here. Medians of the runs.
+floor is the least a hub on that transport can reach here. Medians of the runs. ``--traced``
+turns telemetry on (spans into the in-memory collector) in this process and every agent process:
+what tracing costs a bridged conversation (a traced 50 000-event burst outruns the producer's
+2 s shutdown grace: use fewer events).
 """
 
 from __future__ import annotations
@@ -76,8 +80,17 @@ async def frame_floor_client(address: str, n: int) -> dict:
     return result
 
 
+def _trace_if_asked() -> None:
+    if os.environ.get("LOOM_BENCH_TRACED") == "1":
+        import loom.telemetry
+
+        loom.telemetry.init_telemetry(capacity=1000)
+
+
 async def role(name: str, address: str, n: int) -> None:
     import loom
+
+    _trace_if_asked()
 
     if name == "frame_floor_server":
         from loom.bridge._pb.loom.v1 import bridge_pb2
@@ -216,6 +229,8 @@ async def floor(role_name: str, client, calls: int) -> float:
 async def run_once(events: int, calls: int) -> dict:
     import loom
 
+    _trace_if_asked()
+
     out: dict = {}
     async with loom.Loom(native_tools=()) as rt:
         server = await rt.start_bridge(port=0)
@@ -231,6 +246,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=50_000)
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--traced", action="store_true", help="telemetry on in every process")
     ap.add_argument("--role", help=argparse.SUPPRESS)
     ap.add_argument("--address", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
@@ -238,10 +254,12 @@ def main() -> None:
     if args.role:
         asyncio.run(role(args.role, args.address, args.n))
         return
+    if args.traced:  # the agent processes inherit it
+        os.environ["LOOM_BENCH_TRACED"] = "1"
     runs = [asyncio.run(run_once(args.events, args.calls)) for _ in range(args.runs)]
     for r in runs:
         print(json.dumps({"bench": "bridge", "run": True, **{k: round(v, 1) for k, v in r.items()}}), flush=True)
-    summary = {"bench": "bridge", "runs": args.runs, "events": args.events, "calls": args.calls}
+    summary = {"bench": "bridge", "runs": args.runs, "events": args.events, "calls": args.calls, "traced": args.traced}
     for key in runs[0]:
         value = statistics.median(r[key] for r in runs)
         summary[key] = round(value) if key.endswith("per_s") else round(value, 1)
