@@ -186,6 +186,31 @@ async def test_a_message_that_is_not_a_loom_event_is_counted_and_skipped(server)
         assert b.cluster.stats()["not_loom"] == 2
 
 
+async def test_joining_returns_only_once_the_server_holds_the_subscriptions(server):
+    # nats-py's flush() writes its PING straight to the socket, ahead of a SUB still in the client's
+    # buffer: its PONG proved nothing and, under load, another runtime's first event was lost (CI saw it).
+    from loom.cluster.connection import ConnectionStats, connect, settle
+
+    nc = await connect([server.url], name="t", stats=ConnectionStats())
+    wire: list[bytes] = []
+    transport = nc._transport
+    write, writelines = transport.write, transport.writelines
+    transport.write = lambda data: (wire.append(bytes(data)), write(data))[1]
+    transport.writelines = lambda lines: (wire.extend(bytes(x) for x in lines), writelines(lines))[1]
+
+    async def ignore(msg: object) -> None:
+        pass
+
+    try:
+        await nc.subscribe("x.>", cb=ignore)
+        await settle(nc)
+        sent = b"".join(wire)
+        assert b"SUB x.>" in sent and sent.rindex(b"PING") > sent.index(b"SUB x.>"), sent
+    finally:
+        transport.write, transport.writelines = write, writelines
+        await nc.close()
+
+
 async def test_envelope_keys_ride_headers_and_a_spent_hop_budget_does_not_cross(server):
     event = loom.Event("e", b"p", metadata={"thread_id": "t1", "ttl": "3", "hop": "2", "custom": "c"})
     data, headers = encode(event, "n1")

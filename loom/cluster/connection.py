@@ -17,7 +17,7 @@ from typing import Any
 
 from loom.errors import LoomError
 
-__all__ = ["ClusterUnavailable", "ConnectionStats", "connect", "redact", "run_now", "server_list"]
+__all__ = ["ClusterUnavailable", "ConnectionStats", "connect", "redact", "run_now", "server_list", "settle"]
 
 log = logging.getLogger("loom.cluster")
 
@@ -121,6 +121,18 @@ async def connect(
     nc.options["max_reconnect_attempts"] = forever
     stats.connected_url = _url_of(nc)
     return nc
+
+
+async def settle(nc: Any) -> None:
+    """Return once the server has processed every command sent so far (a SUB just made, above all).
+
+    nats-py's ``flush()`` writes its PING straight to the socket, ahead of whatever its flusher task has
+    not written yet: the PONG can come back before the server holds a subscription made just before, and
+    another client's message sent meanwhile is not routed to it (seen under load). By the time that first
+    PONG is read the flusher has written the buffer (it was woken first), so a second PING follows it.
+    """
+    await nc.flush()
+    await nc.flush()
 
 
 def run_now(coro: Coroutine[Any, Any, Any], done: Callable[[BaseException | None], None]) -> None:

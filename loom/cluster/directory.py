@@ -22,6 +22,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from loom.agents.directory import AgentInfo
+from loom.cluster.connection import settle
 from loom.errors import ToolError
 from loom.tools.result import ErrorCode
 
@@ -108,6 +109,7 @@ class ClusterDirectory:
         except Exception:  # noqa: BLE001 - exists with another config (another runtime made it): use it
             self._kv = await js.key_value(BUCKET)
         self._serving = await self.link.nc.subscribe(f"_loom.tool.{self.link.node}", cb=self._on_call)
+        await settle(self.link.nc)  # calls are served before the entry that invites them is out
         await self._publish(force=True)
         spawn = self.link.spawn
         self._tasks = [

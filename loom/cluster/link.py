@@ -32,7 +32,7 @@ from loom.cluster.codec import (
     decode,
     decode_batch,
 )
-from loom.cluster.connection import ConnectionStats, connect, redact, server_list
+from loom.cluster.connection import ConnectionStats, connect, redact, server_list, settle
 from loom.cluster.export import Exporter, MessageTooLarge
 from loom.cluster.subjects import INTERNAL_PREFIXES, SUB_LIMITS, PatternSet, check_patterns, minimal_patterns
 from loom.errors import LoomError
@@ -132,7 +132,7 @@ class ClusterLink:
             self.nc = await connect(self.servers, name=f"loom:{self.node}", stats=self.conn, **self.options)
         for pattern in self.import_patterns:
             self._subs.append(await self.nc.subscribe(pattern, cb=self._on_message, **SUB_LIMITS))
-        await self.nc.flush()  # the server holds the subscriptions before start returns: joined means receiving
+        await settle(self.nc)  # the server holds the subscriptions before start returns: joined means receiving
         if self.export_patterns:
             self.exporter.start()
         for part in self.planned:

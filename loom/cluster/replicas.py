@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from loom.cluster.codec import BATCH_HEADER
+from loom.cluster.connection import settle
 from loom.cluster.subjects import SUB_LIMITS, check_patterns, minimal_patterns
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ class ReplicaGroup:
             self._subs.append(
                 await self.link.nc.subscribe(pattern, queue=self.group, cb=self._on_message, **SUB_LIMITS)
             )
-        await self.link.nc.flush()
+        await settle(self.link.nc)  # a member receives its share as soon as start returns
 
     async def _on_message(self, msg: Any) -> None:
         headers = msg.headers
