@@ -6,7 +6,8 @@ rules around it: ``next_hop`` before the handler (expired events dropped and cou
 agent.<id>`` and the hop budget of the event being handled stamped on what it emits, handler errors
 contained (logged, counted, noted on ``agent.<id>.error``) under a :class:`RestartPolicy`,
 correlated replies taken off the mailbox before they queue (the pending-reply inbox), state saved
-(and noted) after each event that changed it. It reaches the world only through its ``Link``.
+(and noted), then the event acknowledged (``mailbox.done``: a durable mailbox in a cluster acks it;
+a cancelled handler's is not). It reaches the world only through its ``Link``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from loom.events.envelope import Envelope, agent_reply_topic, hop_on
 from loom.events.event import Event
 from loom.events.qos import DropReason, Overflow, QoS
 from loom.events.queue import Delivery
+from loom.events.topics import validate_pattern
 from loom.telemetry.seam import NOOP_SPAN
 
 if TYPE_CHECKING:
@@ -83,6 +85,7 @@ class ManagedAgent:
         mailbox_qos: QoS = QoS.BATCHED,
         restart: RestartPolicy | None = None,
         on_change: Callable[[ManagedAgent], None] | None = None,
+        durable: bool | None = None,
     ) -> None:
         self.config = config
         self.sender = f"agent.{config.agent_id}"
@@ -97,6 +100,7 @@ class ManagedAgent:
         self.mailbox: Subscription | None = None
         self.mailbox_size = mailbox_size
         self.mailbox_qos = mailbox_qos
+        self.durable = durable  # at-least-once in a cluster (None: as the mailbox's QoS says, BACKGROUND is)
         self.restart = restart or RestartPolicy()
         self.task: asyncio.Task[None] | None = None
         self.handled = 0
@@ -107,8 +111,7 @@ class ManagedAgent:
         self.last_error = ""
         self._failures: deque[float] = deque()
         self._on_change = on_change  # told when its status or topics change (a directory, lifecycle events)
-        # correlation id -> the collector of a request this agent waits on; fed by the mailbox's intercept
-        self.pending: dict[str, ReplyCollector] = {}
+        self.pending: dict[str, ReplyCollector] = {}  # correlation id -> a waiting request's collector
         self._recent: dict[str, None] = {}
         self.inbox = PendingInbox(self.pending, self.reply_topic, self.forget_pending)
         self.current: Event | None = None  # the event being handled, if any
@@ -133,6 +136,7 @@ class ManagedAgent:
             overflow=Overflow.DROP_NEWEST,
             intercept=self._intercept,
             name=self.sender,
+            durable=self.durable,
         )
         self.status = "running"
         self._failures.clear()
@@ -183,8 +187,6 @@ class ManagedAgent:
         Raises:
             InvalidTopic: malformed. UsageError: already subscribed to exactly this pattern.
         """
-        from loom.events.topics import validate_pattern
-
         validate_pattern(pattern)
         if pattern in self.topics:
             raise UsageError(f"agent {self.id!r} is already subscribed to {pattern!r}")
@@ -255,6 +257,7 @@ class ManagedAgent:
             event = hop_on(received)
             if event is None:
                 self.expired += 1
+                mailbox.done(received)
                 continue
             state.topic = topic
             self.current = event
@@ -277,6 +280,7 @@ class ManagedAgent:
                     span.fail(f"{exc.__class__.__name__}: {exc}")
                     if self._record_failure(topic, event, exc):
                         self.current = None
+                        mailbox.done(received)  # contained like any failure: not delivered again
                         await self.halt("failed")
                         return
                 finally:
@@ -286,6 +290,7 @@ class ManagedAgent:
                 self._save_state()
                 if instruments.watched(self._state_topic):  # a snapshot for inspectors and the event log
                     instruments.note(self._state_topic, Event.from_json("agent.state", state.snapshot(), source="loom"))
+            mailbox.done(received)  # handled (or failed, contained) and saved: acknowledged; a cancelled one is not
 
     async def _execute(self, actions: Iterable[Action]) -> None:
         from loom.agents.behavior import Action
@@ -299,11 +304,8 @@ class ManagedAgent:
             else:
                 result = await self.link.invoke(action.tool, dict(action.args), caller=self.sender)
                 meta = {"action_type": action.tool, "status": "ok" if result.ok else "error", "call_id": result.id}
-                body = (
-                    {"output": result.output}
-                    if result.ok
-                    else {"error": f"{result.error.code}: {result.error.message}"}  # type: ignore[union-attr]
-                )
+                err = result.error
+                body = {"output": result.output} if result.ok else {"error": f"{err.code}: {err.message}"}
                 event = Event.from_json("action_result", body, source=self.sender, metadata=meta, tags=["action"])
                 self.link.publish_nowait(self.sender, event)
 
@@ -395,6 +397,4 @@ class ManagedAgent:
 
 
 async def _maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value
+    return await value if inspect.isawaitable(value) else value

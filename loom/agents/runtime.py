@@ -91,6 +91,7 @@ class AgentRuntime:
         mailbox_qos: QoS = QoS.BATCHED,
         restart: RestartPolicy | None = None,
         start: bool = False,
+        durable: bool | None = None,
     ) -> ManagedAgent:
         """Register an agent (state ``created``); an existing agent with this id is replaced.
 
@@ -124,6 +125,7 @@ class AgentRuntime:
             mailbox_qos=QoS(mailbox_qos),
             restart=restart,
             on_change=self._changed,
+            durable=durable,
         )
         self._agents[agent_id] = agent
         self._announced[agent_id] = agent.status

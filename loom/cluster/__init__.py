@@ -4,8 +4,11 @@
   to NATS, imported ones come back, each event crossing once (docs/scale-out.md).
 - :class:`ReplicaGroup` (``await rt.cluster.replicate(agent_id)``): the same agent in N runtimes
   shares its events through a NATS queue group: each event is handled once across the group.
-- :class:`DurableConsumer` / :class:`DurableExport`: at-least-once delivery on a JetStream stream,
-  acked after the handler returns, redelivered after a crash, duplicates suppressed by id.
+- :class:`DurableFeeds`: a subscription with BACKGROUND QoS (or ``durable=True``), an agent's mailbox
+  above all, is fed by a durable JetStream consumer: at-least-once, acked after the handler returns,
+  redelivered after a crash, duplicates suppressed by id; replicas of one agent share the consumer.
+- :class:`DurableExport` / :class:`DurableConsumer`: the stream's sending side (acked, re-sent with
+  the event id as ``Nats-Msg-Id``) and a consumer that publishes what it pulls on the local bus.
 - :class:`ClusterDirectory`: agents and capabilities of every runtime in each runtime's directories
   (a JetStream key-value bucket with heartbeats), remote capabilities callable as tools.
 - :class:`NatsServer`: a local nats-server from the packaged binary (``loom nats-server``, tests).
@@ -21,6 +24,7 @@ from loom.cluster.connection import ClusterUnavailable
 from loom.cluster.directory import ClusterDirectory
 from loom.cluster.durable import DurableConsumer, DurableExport
 from loom.cluster.export import MessageTooLarge
+from loom.cluster.feed import DurableFeeds, Feed
 from loom.cluster.link import ClusterLink
 from loom.cluster.replicas import ReplicaGroup
 from loom.cluster.server import NatsServer, NatsServerError, find_nats_server
@@ -31,6 +35,8 @@ __all__ = [
     "ClusterUnavailable",
     "DurableConsumer",
     "DurableExport",
+    "DurableFeeds",
+    "Feed",
     "MessageTooLarge",
     "NatsServer",
     "NatsServerError",
@@ -56,6 +62,9 @@ def build_link(
     stream: str = "LOOM",
     stream_replicas: int = 1,
     heartbeat_s: float = 2.0,
+    ack_wait: float = 30.0,
+    max_deliver: int = 20,
+    window: int = 16,
     **options: Any,
 ) -> ClusterLink:
     """The link a runtime adopts (:meth:`loom.Loom.join_cluster`), with its planned parts.
@@ -66,6 +75,9 @@ def build_link(
             consumers use :meth:`ClusterLink.consume`).
         stream_replicas: copies of the stream's data in a NATS cluster (3 survives one node lost).
         heartbeat_s: how often the directory entry is refreshed (it expires after 3 missed beats).
+        ack_wait, max_deliver, window: of the consumers that feed durable subscriptions (BACKGROUND
+            QoS or ``durable=True``; :mod:`loom.cluster.feed`): seconds before an event not done is
+            delivered again, deliveries at most, events handed over and not done at a time.
         options: ``node`` and ``nats.connect`` options (credentials, TLS, ``pending_size``...).
     """
     parts = {"bus": bus, "instruments": instruments, "spawn": spawn}
@@ -73,6 +85,8 @@ def build_link(
     durable = list(durable)
     if durable:
         link.planned.append(DurableExport(link, durable, stream=stream, replicas=stream_replicas))
+    feed = {"ack_wait": ack_wait, "max_deliver": max_deliver, "window": window}
+    link.planned.append(DurableFeeds(link, stream=stream, replicas=stream_replicas, **feed))
     if share_directory:
         link.planned.append(ClusterDirectory(link, directory, tools, heartbeat_s=heartbeat_s))
     return link

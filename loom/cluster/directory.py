@@ -130,7 +130,9 @@ class ClusterDirectory:
             if d["provider"] == "local"  # agents' capabilities only: native tools stay private
         ]
         groups = sorted({p for patterns in self.link.groups.values() for p in patterns})
-        return json.dumps({"agents": agents, "tools": tools, "groups": groups}, sort_keys=True, default=str)
+        durable = list(self.link.feeds.patterns) if self.link.feeds is not None else []
+        entry = {"agents": agents, "tools": tools, "groups": groups, "durable": durable}
+        return json.dumps(entry, sort_keys=True, default=str)
 
     async def _publish(self, force: bool = False) -> None:
         body = self._entry()
@@ -199,6 +201,11 @@ class ClusterDirectory:
         mine = [p for patterns in self.link.groups.values() for p in patterns]
         theirs = [p for d in self.nodes.values() for p in d["entry"].get("groups", ())]
         self.link.grouped.replace(mine + theirs)
+        # Subjects durable subscriptions anywhere are fed from: exporters send them acked, by event id.
+        durable = [p for d in self.nodes.values() for p in d["entry"].get("durable", ())]
+        sender = self.link.durable_sender() if durable else self.link.durable_export
+        if sender is not None:
+            sender.theirs.replace(durable)
 
     def _mirror(self, node: str, entry: dict[str, Any]) -> None:
         self._regroup()

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from loom.cluster.codec import encode
-from loom.cluster.subjects import check_patterns, minimal_patterns
-from loom.events.topics import TopicIndex
+from loom.cluster.subjects import PatternSet, check_patterns, minimal_patterns
 
 if TYPE_CHECKING:
     from loom.cluster.link import ClusterLink
@@ -69,7 +68,9 @@ class _Pending:
 
 
 class DurableExport:
-    """Exported events on ``patterns`` go through JetStream stream ``stream`` (at-least-once)."""
+    """Exported events on ``patterns`` go through JetStream stream ``stream`` (at-least-once): those
+    given, those durable subscriptions of this runtime are fed from (:meth:`add`) and those of the
+    other runtimes (``theirs``, from the shared directory)."""
 
     def __init__(self, link: ClusterLink, patterns: Iterable[str], *, stream: str = "LOOM", replicas: int = 1) -> None:
         self.link = link
@@ -84,22 +85,35 @@ class DurableExport:
         self.duplicate_acks = 0
         self.ack_timeout = 5.0
         self.retry_for = 110.0  # then counted lost: past the stream's 120 s duplicate window a re-send could duplicate
-        self._index: TopicIndex[str] = TopicIndex()
+        self._own = PatternSet()
+        self.theirs = PatternSet()
         self._pending: dict[int, _Pending] = {}
         self._retry: list[_Pending] = []
         self._js: Any = None
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        self.begin()
+        if self.patterns:
+            await ensure_stream(self._js, self.stream, self.patterns, self.replicas)
+
+    def begin(self) -> None:
+        """Become the link's durable sender (sync: see :meth:`ClusterLink.durable_sender`)."""
         self._js = self.link.nc.jetstream()
-        await ensure_stream(self._js, self.stream, self.patterns, self.replicas)
-        for p in self.patterns:
-            self._index.add(p, p)
+        self._own.add(self.patterns)
         self.link.durable_export = self
         self._sweeper = self.link.spawn(self._sweep(), name=f"loom.cluster.durable-export:{self.stream}")
 
     def covers(self, topic: str) -> bool:
-        return bool(self._index.match(topic))
+        return self._own.matches(topic) or self.theirs.matches(topic)
+
+    def add(self, patterns: list[str]) -> None:
+        """Also send ``patterns`` through the stream, from now on (the stream is widened by whoever
+        consumes them; until it covers them a send is retried)."""
+        self._own.add(patterns)
+
+    def remove(self, patterns: list[str]) -> None:
+        self._own.remove(patterns)
 
     async def publish(self, topic: str, event: Event) -> None:
         """Hand ``event`` to the stream (returns once sent; the ack is awaited in the background)."""
@@ -195,7 +209,11 @@ class DurableConsumer:
         ack_wait: seconds before an unacked message goes to another member.
         max_deliver: deliveries of one message at most.
         batch: messages pulled at a time.
+        max_ack_pending: messages handed out and not acked yet, across every member, at most.
     """
+
+    claims = True  # the plain import skips its patterns: the handler publishes them on the bus
+    pull_s = 1.0  # how long one pull request waits for messages
 
     def __init__(
         self,
@@ -209,6 +227,7 @@ class DurableConsumer:
         ack_wait: float = 30.0,
         max_deliver: int = 20,
         batch: int = 64,
+        max_ack_pending: int | None = None,
     ) -> None:
         self.link = link
         self.patterns = minimal_patterns(check_patterns(patterns, "consume"))
@@ -219,6 +238,7 @@ class DurableConsumer:
         self.ack_wait = ack_wait
         self.max_deliver = max_deliver
         self.batch = batch
+        self.max_ack_pending = max_ack_pending or max(batch * 8, 256)
         self.handled = 0
         self.duplicates = 0
         self.failed = 0
@@ -239,7 +259,7 @@ class DurableConsumer:
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.ack_wait,
             max_deliver=self.max_deliver,
-            max_ack_pending=max(self.batch * 8, 256),
+            max_ack_pending=self.max_ack_pending,
             filter_subjects=self.patterns,
         )
         try:
@@ -247,7 +267,8 @@ class DurableConsumer:
         except Exception:  # noqa: BLE001 - it exists (another worker made it): bind to it as it is
             pass
         self._psub = await js.pull_subscribe_bind(durable=self.name, stream=self.stream)
-        self.link.claim(self.patterns)
+        if self.claims:
+            self.link.claim(self.patterns)
         self._task = self.link.spawn(self._run(), name=f"loom.cluster.consume:{self.name}")
 
     async def _run(self) -> None:
@@ -256,13 +277,16 @@ class DurableConsumer:
         idle = 0
         reconnects = self.link.conn.reconnects
         while True:
+            room = await self._room()
+            if not room:
+                return
             if self.link.conn.reconnects != reconnects or idle >= 5:
                 # A new connection, or five empty pulls in a row: if the consumer holds messages, pull
                 # through a fresh subscription (one bound before a failover may never be served again).
                 reconnects, idle = self.link.conn.reconnects, 0
                 await self._rebind_if_stuck()
             try:
-                msgs = await self._psub.fetch(self.batch, timeout=1.0)
+                msgs = await self._psub.fetch(room, timeout=self.pull_s)
             except (TimeoutError, NatsTimeout):
                 idle += 1
                 continue
@@ -274,6 +298,10 @@ class DurableConsumer:
             idle = 0
             for msg in msgs:
                 await self._handle(msg)
+
+    async def _room(self) -> int:
+        """How many messages to pull next (0: stop)."""
+        return self.batch
 
     async def _rebind_if_stuck(self) -> None:
         js = self.link.nc.jetstream()
@@ -321,7 +349,8 @@ class DurableConsumer:
                 await asyncio.wait_for(self._psub.unsubscribe(), 2.0)
             except Exception:  # noqa: BLE001, S110 - the connection is gone already
                 pass
-        self.link.unclaim(self.patterns)
+        if self.claims:
+            self.link.unclaim(self.patterns)
 
     def stats(self) -> dict[str, int]:
         return {"handled": self.handled, "duplicates": self.duplicates, "failed": self.failed, "rebinds": self.rebinds}

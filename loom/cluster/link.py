@@ -115,6 +115,8 @@ class ClusterLink:
         self._parts: list[Any] = []  # replicas, durable consumers, the directory: closed before the connection
         self.planned: list[Any] = []  # parts to start once connected (build_link puts them here)
         self.durable_export: Any = None  # the DurableExport, when some exported patterns are durable
+        self.closing = False
+        self.feeds: Any = None  # the DurableFeeds: durable subscriptions of this runtime, fed by JetStream
         self.exporter = Exporter(self, max_pending=int(options.get("pending_size", 2 * 1024 * 1024)))
         self._warned: set[str] = set()
         instruments.observe("loom.cluster.messages", self._observe)
@@ -140,6 +142,7 @@ class ClusterLink:
 
     async def aclose(self) -> None:
         """Stop importing and exporting, close the parts, drain (what was published is flushed) and close."""
+        self.closing = True
         await self.exporter.aclose()
         for part in reversed(self._parts):
             await part.aclose()
@@ -175,6 +178,10 @@ class ClusterLink:
         if self.nc is None:
             raise LoomError("the cluster link is not connected")
         with self.instruments.span("cluster.send", {"loom.topic": topic, "loom.event.type": event.type}):
+            durable = self.durable_export
+            if durable is not None and durable.covers(topic):  # into the stream, acked, by event id
+                await durable.publish(topic, event)
+                return
             await self.exporter.send(self.nc.publish, topic, event, self.node)
 
     # -- replicas and durable consumers --------------------------------------------------
@@ -192,6 +199,17 @@ class ClusterLink:
 
         return await self.add_part(DurableConsumer(self, patterns, name=name, **options))
 
+    def durable_sender(self, stream: str = "LOOM") -> Any:
+        """The :class:`~loom.cluster.durable.DurableExport`, made now if there is none yet (sync: the
+        bus's durable-subscription hook and the directory ask for it); ``None`` once closing."""
+        if self.durable_export is None and not self.closing:
+            from loom.cluster.durable import DurableExport
+
+            part = DurableExport(self, (), stream=stream)
+            part.begin()
+            self._parts.append(part)
+        return self.durable_export
+
     async def remove_part(self, part: Any) -> None:
         """Close a part before the link closes (leave a queue group, stop a consumer)."""
         if part in self._parts:
@@ -205,6 +223,9 @@ class ClusterLink:
             return  # JetStream, key-value, inboxes, capability calls: NATS traffic, not bus events
         if self._claimed.matches(subject):
             return  # a queue group or a durable consumer of this runtime delivers it
+        reply = msg.reply
+        if reply and reply.startswith("$JS.ACK."):
+            return  # a JetStream consumer's delivery to its inbox (which ">" matches too): that consumer takes it
         headers = msg.headers
         if headers is not None and BATCH_HEADER in headers:
             await self.deliver_many(subject, self._decode_batch(msg))

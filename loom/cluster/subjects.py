@@ -13,13 +13,18 @@ from collections.abc import Iterable, Iterator
 from loom.errors import UsageError
 from loom.events.topics import TopicIndex, validate_pattern
 
-__all__ = ["INTERNAL_PREFIXES", "SUB_LIMITS", "PatternSet", "check_patterns", "minimal_patterns"]
+__all__ = ["INTERNAL_PREFIXES", "SUB_LIMITS", "PatternSet", "check_patterns", "covered", "minimal_patterns"]
 
 
 def minimal_patterns(patterns: Iterable[str]) -> list[str]:
     """``patterns`` without those another one covers: overlapping NATS subscriptions would deliver twice."""
     ps = list(dict.fromkeys(patterns))
     return [p for p in ps if not any(q != p and _covers(q, p) for q in ps)]
+
+
+def covered(pattern: str, patterns: Iterable[str]) -> bool:
+    """Whether every subject ``pattern`` matches is matched by one of ``patterns``."""
+    return any(q == pattern or _covers(q, pattern) for q in patterns)
 
 
 def _covers(q: str, p: str) -> bool:
@@ -60,6 +65,12 @@ class PatternSet:
         self._index: TopicIndex[str] = TopicIndex()
         self._counts: dict[str, int] = {}
         self._cache: dict[str, bool] = {}
+
+    @classmethod
+    def of(cls, patterns: Iterable[str]) -> PatternSet:
+        out = cls()
+        out.add(patterns)
+        return out
 
     def add(self, patterns: Iterable[str]) -> None:
         for p in patterns:

@@ -2,16 +2,16 @@
 
 The worker is a runtime joined to the cluster (everything exported and imported, so the agent's
 replies, requests and tool calls cross as they would in one process) whose agent receives its
-topics as one member of the queue group ``loom.<agent id>`` — or, with ``--durable``, through the
-shared JetStream consumer ``loom-<agent id>``, each message acked only after the agent's handler
-returned for it. Start more workers to scale a slow agent; stop one and the others take over.
+topics as one member of the queue group ``loom.<agent id>`` — or, with ``--durable`` (or an agent
+with BACKGROUND QoS), through its durable mailbox: the JetStream consumer every replica of the agent
+shares, each event acked only after the agent's handler returned for it (:mod:`loom.cluster.feed`).
+Start more workers to scale a slow agent; stop one and the others take over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
-import inspect
 import json
 import os
 import signal
@@ -48,42 +48,33 @@ def load_agent(spec: str) -> Any:
     return obj
 
 
-async def serve_agent(rt: Any, agent: Any, *, durable: bool = False, **consumer_options: Any) -> Any:
-    """Start ``agent`` in ``rt`` (joined to a cluster) as a replica; returns the ReplicaGroup or DurableConsumer."""
+async def serve_agent(rt: Any, agent: Any, *, durable: bool = False) -> Any:
+    """Start ``agent`` in ``rt`` (joined to a cluster) as a replica; returns its ReplicaGroup, or the
+    :class:`~loom.cluster.feed.Feed` of its durable mailbox (``durable``, or an agent with BACKGROUND QoS).
+
+    Raises:
+        UsageError: ``rt`` has not joined a cluster, or the agent has no topics the cluster carries.
+    """
+    from loom.events.qos import QoS
+
     link = rt.cluster
     if link is None:
         raise UsageError("serve_agent needs a runtime that joined a cluster")
     if not agent.topics:
         raise UsageError(f"agent {agent.agent_id!r} has no topics to serve")
-    if not durable:
+    if not (durable or agent.durable or (agent.durable is None and agent.qos is QoS.BACKGROUND)):
         await agent.start()
         return await link.replicate(agent.topics, group=f"loom.{agent.agent_id}")
-    waiting: dict[str, asyncio.Future[None]] = {}
-    handler = agent.on_event
-
-    async def on_event(ctx: Any, topic: str, event: Any) -> None:
-        # The durable consumer acks a message when the agent's handler is done with it: it waits here.
-        try:
-            result = handler(ctx, topic, event) if handler is not None else None
-            if inspect.isawaitable(result):
-                await result
-        finally:
-            fut = waiting.pop(event.id, None)
-            if fut is not None and not fut.done():
-                fut.set_result(None)
-
-    async def hand_over(topic: str, event: Any) -> None:
-        fut = asyncio.get_running_loop().create_future()
-        waiting[event.id] = fut
-        try:
-            if await link.deliver(topic, event):
-                await asyncio.wait_for(fut, consumer_options.get("ack_wait", 30.0))
-        finally:
-            waiting.pop(event.id, None)
-
-    agent.on_event = on_event
+    agent.durable = True  # its mailbox is fed by the consumer every replica of it shares (loom.cluster.feed)
     await agent.start()
-    return await link.consume(agent.topics, name=f"loom-{agent.agent_id}", handler=hand_over, **consumer_options)
+    feeds = link.feeds
+    feed = next((f for f in feeds.feeds.values() if f.sub is agent.core.mailbox), None) if feeds else None
+    if feed is None:
+        raise UsageError(f"agent {agent.agent_id!r}: none of its topics {list(agent.topics)} crosses the cluster")
+    await feed.started.wait()
+    if feed.error:
+        raise UsageError(f"agent {agent.agent_id!r}: its durable mailbox cannot be served: {feed.error}")
+    return feed
 
 
 async def run_worker(
@@ -102,8 +93,8 @@ async def run_worker(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with Loom(name=name or f"worker-{agent.agent_id}", native_tools=()) as rt:
-        await rt.join_cluster(url)
-        part = await serve_agent(rt, agent, durable=durable, **({"ack_wait": ack_wait} if durable else {}))
+        await rt.join_cluster(url, ack_wait=ack_wait)
+        part = await serve_agent(rt, agent, durable=durable)
         ready = {"ready": True, "node": rt.cluster.node, "agent": agent.agent_id, "pid": os.getpid()}
         cpu0 = time.process_time()  # what serving costs, without the imports and the start
         print(json.dumps({**ready, "mode": "durable" if durable else "queue"}), flush=True)

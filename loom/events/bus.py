@@ -70,6 +70,7 @@ class EventBus(BusTelemetry):
         self._evicted = _Route("<evicted>")
         self._callback_tasks: weakref.WeakValueDictionary[str, asyncio.Task[Any]] = weakref.WeakValueDictionary()
         self._on_pattern = on_pattern
+        self.on_durable: Callable[[Subscription], None] | None = None  # told of each durable subscription
         self.instruments = instruments or Instruments()
         self._instrument()
 
@@ -88,6 +89,7 @@ class EventBus(BusTelemetry):
         coalesce_key: Callable[[Event], Hashable] | None = None,
         intercept: Callable[[Delivery], bool] | None = None,
         name: str | None = None,
+        durable: bool | None = None,
     ) -> Subscription:
         """Subscribe to one pattern or several (an event matching several is queued once).
 
@@ -106,6 +108,7 @@ class EventBus(BusTelemetry):
                 means it consumed the delivery (counted as delivered, never queued). Agents use
                 it so a reply their pending request awaits does not wait behind the mailbox.
             name: label for the subscription id (``sub-<n>-<name>``).
+            durable: at-least-once through the cluster the runtime joins (default: BACKGROUND QoS).
 
         Raises:
             TypeError / InvalidTopic: malformed pattern.
@@ -144,10 +147,9 @@ class EventBus(BusTelemetry):
             high_water = max(1, (maxsize * 4) // 5)
         if high_water.__class__ is not int or not 1 <= high_water <= maxsize:
             raise UsageError(f"high_water must be an int within 1..maxsize ({maxsize}), got {high_water!r}")
-        if callback is not None and not callable(callback):
-            raise UsageError(f"callback must be callable, got {callback!r}")
-        if intercept is not None and not callable(intercept):
-            raise UsageError(f"intercept must be callable, got {intercept!r}")
+        for what, fn in (("callback", callback), ("intercept", intercept)):
+            if fn is not None and not callable(fn):
+                raise UsageError(f"{what} must be callable, got {fn!r}")
         self._next_id += 1
         sub_id = f"sub-{self._next_id}" + (f"-{name}" if name else "")
         sub = Subscription(
@@ -161,6 +163,8 @@ class EventBus(BusTelemetry):
             high_water=high_water,
             coalesce_key=coalesce_key,
             intercept=intercept,
+            durable=qos is QoS.BACKGROUND if durable is None else bool(durable),
+            name=name or "",
         )
         self._subs[sub_id] = sub
         for p in dict.fromkeys(patterns):
@@ -174,6 +178,8 @@ class EventBus(BusTelemetry):
                 self._close_subscription(sub, "closed")
                 raise
             self._callback_tasks[sub_id] = task
+        if sub.durable and self.on_durable is not None:
+            self.on_durable(sub)  # a cluster link serves it through JetStream
         return sub
 
     def _add_pattern(self, sub: Subscription, pattern: str) -> None:
@@ -356,8 +362,8 @@ class EventBus(BusTelemetry):
             validate_topic(topic)
             route = _Route(topic)
             self._routes[topic] = route
-            if len(self._routes) > self._max_topics:
-                self._evict_oldest_route()
+            if len(self._routes) > self._max_topics:  # the oldest topic's counters go into the totals
+                self._evicted.absorb(self._routes.pop(next(iter(self._routes))))
         route.subs = tuple(self._index.match(topic))
         route.gen = self._gen
         return route
@@ -371,19 +377,13 @@ class EventBus(BusTelemetry):
             return None if route is None else topic_snapshot(route, self._index.match(topic))
         return bus_snapshot(self._routes.values(), self._evicted, self._subs.values(), self._index.match)
 
-    def _evict_oldest_route(self) -> None:
-        self._evicted.absorb(self._routes.pop(next(iter(self._routes))))
-
     # -- lifecycle -----------------------------------------------------------------------
     @property
     def closed(self) -> bool:
         return self._closed
 
     async def aclose(self) -> None:
-        """Close every subscription (readers drain what is queued, then stop) and refuse new ones.
-
-        Publishing afterwards delivers nothing (returns 0). Idempotent.
-        """
+        """Close every subscription (readers drain what is queued, then stop), refuse new ones; idempotent."""
         self._closed = True
         self._uninstrument()
         for sub in list(self._subs.values()):
@@ -396,5 +396,4 @@ class EventBus(BusTelemetry):
             await self._supervisor.aclose()
 
     def __repr__(self) -> str:
-        state = " closed" if self._closed else ""
-        return f"<EventBus {len(self._subs)} subscriptions, {len(self._routes)} topics{state}>"
+        return f"<EventBus {len(self._subs)} subscriptions, {len(self._routes)} topics{' closed' * self._closed}>"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from loom.events.event import Event
 from loom.events.qos import DropReason, Overflow, QoS
-from loom.events.queue import _LATENCY_SAMPLE_MASK, Delivery, DeliveryQueue
+from loom.events.queue import _LATENCY_SAMPLE_MASK, Delivery, DeliveryQueue, _new_delivery
 from loom.events.stats import SubscriptionStats
 
 if TYPE_CHECKING:
@@ -49,6 +49,9 @@ class Subscription(DeliveryQueue):
         "_sample_every",
         "_sample_seen",
         "_types",
+        "durable",
+        "name",
+        "on_done",
         "qos",
     )
 
@@ -65,10 +68,17 @@ class Subscription(DeliveryQueue):
         high_water: int,
         coalesce_key: Callable[[Event], Hashable] | None,
         intercept: Callable[[Delivery], bool] | None = None,
+        durable: bool = False,
+        name: str = "",
     ) -> None:
         super().__init__(sub_id, maxsize)
         self._bus = bus
         self.qos = qos
+        self.name = name
+        self.durable = durable
+        """At-least-once where the runtime is in a cluster: its events then come through a JetStream
+        consumer (docs/scale-out.md), each acknowledged once its reader calls :meth:`done`."""
+        self.on_done: Callable[[Event], None] | None = None  # set by whoever feeds it acknowledged events
         self._overflow = overflow
         self._types = types
         self._patterns: list[str] = []
@@ -134,6 +144,24 @@ class Subscription(DeliveryQueue):
             handler_errors=self._handler_errors,
             closed=self._closed,
         )
+
+    def done(self, event: Event) -> None:
+        """The reader has handled ``event`` (its handler returned or failed). An agent's core and a
+        callback subscription say so themselves; a reader of a durable subscription fed by a cluster
+        calls it, or the event is delivered again after the consumer's ``ack_wait``. Else a no-op."""
+        if self.on_done is not None:
+            self.on_done(event)
+
+    def divert(self, covers: Callable[[str], bool]) -> None:
+        """From now on, bus deliveries on topics ``covers`` accepts are taken (counted delivered) and
+        not queued: whoever called this queues those events itself with :meth:`feed` (a cluster's
+        durable consumer: each event once, wherever it was published)."""
+        inner = self._intercept
+        self._intercept = lambda item: (inner is not None and inner(item)) or covers(item.topic)
+
+    async def feed(self, topic: str, event: Event) -> bool:
+        """Queue an event that did not come through the bus (waits for room; ``False``: closed)."""
+        return await self._put_wait(_new_delivery(Delivery, (topic, event))) > 0
 
     # -- pattern management (delegates to the bus index) ---------------------------------
     def add_pattern(self, pattern: str) -> None:
@@ -254,6 +282,8 @@ class Subscription(DeliveryQueue):
                 except Exception:
                     self._handler_errors += 1
                     log.exception("subscription %s callback failed on %s (%s)", self.id, topic, event.type)
+                if self.on_done is not None:
+                    self.on_done(event)
         finally:
             self._bus._close_subscription(self, self.close_reason or "closed")
 

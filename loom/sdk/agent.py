@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from loom.agents.runtime import RestartPolicy
 from loom.errors import UsageError
+from loom.events.qos import QoS
 from loom.events.topics import validate_pattern
 from loom.sdk.capability import Capability, get_capability
 from loom.sdk.context import Context
@@ -45,6 +46,10 @@ class Agent:
         token: the bridge's bearer token (default ``$LOOM_BRIDGE_TOKEN``).
         runtime: the :class:`loom.Loom` to join (default ``loom.current()`` at start).
         mailbox_size: events queued before publishers wait (BATCHED backpressure).
+        qos: the mailbox's :class:`loom.QoS` (default BATCHED).
+        durable: at-least-once delivery when the runtime is in a cluster: each event acked once the
+            handler returns, delivered again (here or to a replica) if it never does (docs/scale-out.md).
+            Default: as the QoS says (BACKGROUND is durable).
         restart: failure policy (default: more than 5 errors in 60 s → ``failed``).
     """
 
@@ -61,6 +66,8 @@ class Agent:
         mailbox_size: int = 1000,
         restart: RestartPolicy | None = None,
         token: str | None = None,
+        qos: QoS | int = QoS.BATCHED,
+        durable: bool | None = None,
     ) -> None:
         if not isinstance(agent_id, str) or not agent_id or "." in agent_id or agent_id.split() != [agent_id]:
             raise UsageError(f"agent id must be a non-empty str without dots or spaces, got {agent_id!r}")
@@ -100,6 +107,11 @@ class Agent:
         self.on_event = on_event
         self.behavior = behavior
         self.mailbox_size = mailbox_size
+        try:
+            self.qos = QoS(qos)
+        except ValueError:
+            raise UsageError(f"unknown QoS {qos!r}; use one of {[q.name for q in QoS]}") from None
+        self.durable = durable
         self.restart = restart
         self._runtime = runtime
         self._address = address

@@ -75,6 +75,8 @@ async def start_agent(agents: AgentRuntime, agent: Agent) -> ManagedAgent:
         topics=agent.topics,
         capabilities=[c.name for c in agent.capabilities],
         mailbox_size=agent.mailbox_size,
+        mailbox_qos=agent.qos,
+        durable=agent.durable,
         restart=agent.restart,
     )
     await core.start()

@@ -36,3 +36,8 @@ def slow() -> loom.Agent:
 
 def cpu() -> loom.Agent:
     return loom.Agent("cpu", topics=["work.in.*"], on_event=_cpu, mailbox_size=64)
+
+
+def background() -> loom.Agent:
+    """``slow`` on ``bg.in.*`` with a BACKGROUND mailbox: durable in a cluster, no flag needed."""
+    return loom.Agent("bg", topics=["bg.in.*"], on_event=_slow, mailbox_size=64, qos=loom.QoS.BACKGROUND)

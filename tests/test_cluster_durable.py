@@ -1,0 +1,184 @@
+"""Durable subscriptions in a cluster: BACKGROUND QoS (or ``durable=True``) rides a JetStream durable
+consumer, acked after the handler returns, delivered again after a crash, duplicates dropped by id;
+REALTIME/BATCHED stay on core NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+import pytest
+
+import loom
+from loom.cluster import NatsServer
+from tests.conftest import until
+from tests.peers import cluster_procs as procs
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def nats_url():
+    with NatsServer() as server:  # a fresh server: no stream or consumer left from another test
+        yield server.url
+
+
+async def _consumer(rt: loom.Loom, name_part: str) -> object:
+    js = rt.cluster.nc.jetstream()
+    names = [c.name for c in await js.consumers_info("LOOM") if name_part in c.name]
+    assert len(names) == 1, names
+    return await js.consumer_info("LOOM", names[0])
+
+
+async def _knows_durable(rt: loom.Loom, topic: str) -> None:
+    await until(lambda: rt.cluster.durable_export is not None and rt.cluster.durable_export.covers(topic), timeout=10)
+
+
+async def test_a_background_agent_acks_after_its_handler_and_a_stopped_one_leaves_its_event_to_a_replica(nats_url):
+    release, seen_a, seen_b = asyncio.Event(), [], []
+
+    async def stuck(ctx, topic, event):
+        seen_a.append(event.id)
+        await release.wait()  # never set: the runtime stops with the handler running
+
+    async def quick(ctx, topic, event):
+        seen_b.append(event.id)
+
+    async with loom.Loom(name="pub", native_tools=()) as pub:
+        await pub.join_cluster(nats_url, heartbeat_s=0.2)
+        a = await loom.Loom(name="a", native_tools=()).start()
+        try:
+            await a.join_cluster(nats_url, heartbeat_s=0.2)
+            await loom.Agent("w", ["jobs.*"], on_event=stuck, runtime=a, qos=loom.QoS.BACKGROUND).start()
+            feed = next(iter(a.cluster.feeds.feeds.values()))
+            await until(lambda: feed.started.is_set())
+            assert not feed.error and feed.name.startswith("loom-w-")
+            await _knows_durable(pub, "jobs.1")  # the publisher learned it from the shared directory
+            event = loom.Event("job", b"1")
+            await pub.bus.publish("jobs.1", event)
+            await until(lambda: seen_a == [event.id], timeout=10)
+            info = await _consumer(a, "loom-w-")
+            assert info.num_ack_pending == 1  # handed over, handler still running: not acked
+        finally:
+            await a.stop()  # the handler is cancelled: its event is given back (nak), not acked
+        async with loom.Loom(name="b", native_tools=()) as b:
+            await b.join_cluster(nats_url, heartbeat_s=0.2)
+            await loom.Agent("w", ["jobs.*"], on_event=quick, runtime=b, qos=loom.QoS.BACKGROUND).start()
+            await until(lambda: seen_b == [event.id], timeout=10)  # the same consumer: the replica takes it
+            info = await _consumer(b, "loom-w-")
+            await until(lambda: b.agents["w"].handled == 1)
+            for _ in range(50):
+                info = await _consumer(b, "loom-w-")
+                if info.num_ack_pending == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert info.num_ack_pending == 0 and info.num_pending == 0
+            assert pub.cluster.durable_export.stats()["lost"] == 0
+
+
+async def test_a_local_publish_reaches_the_durable_agent_once_through_the_stream_and_others_directly(nats_url):
+    handled: collections.Counter[str] = collections.Counter()
+
+    async def count(ctx, topic, event):
+        handled[event.id] += 1
+
+    async with loom.Loom(name="solo", native_tools=()) as rt:
+        await rt.join_cluster(nats_url, share_directory=False)
+        plain = rt.bus.subscribe("d.*")  # BATCHED: not durable, served by the bus as always
+        await loom.Agent("d", ["d.*"], on_event=count, runtime=rt, durable=True).start()
+        await until(lambda: next(iter(rt.cluster.feeds.feeds.values())).started.is_set())
+        ids = []
+        for i in range(20):
+            event = loom.Event("d", str(i).encode())
+            ids.append(event.id)
+            await rt.bus.publish(f"d.{i % 3}", event)
+        await until(lambda: set(handled) == set(ids), timeout=10)
+        await asyncio.sleep(0.3)  # nothing more arrives
+        assert all(n == 1 for n in handled.values()), handled
+        direct = [plain.get_nowait().event.id for _ in range(plain.qsize())]
+        assert direct == ids  # the plain subscriber got each once, from the bus, in order
+        assert rt.cluster.durable_export.stats()["acked"] == 20
+
+
+async def test_realtime_and_batched_ride_core_nats_and_a_re_sent_event_is_handled_once(nats_url):
+    handled: list[str] = []
+
+    async def take(topic, event):
+        handled.append(event.id)
+
+    async with loom.Loom(name="c", native_tools=()) as c, loom.Loom(name="p", native_tools=()) as p:
+        await c.join_cluster(nats_url, heartbeat_s=0.2)
+        await p.join_cluster(nats_url, heartbeat_s=0.2)
+        c.bus.subscribe("rt.*", qos=loom.QoS.REALTIME)
+        c.bus.subscribe("rt.*")
+        assert not c.cluster.feeds.feeds  # at-most-once on core NATS, as before
+        sub = c.bus.subscribe("bg.*", qos=loom.QoS.BACKGROUND, callback=take, name="taker")
+        await until(lambda: sub.id in c.cluster.feeds.feeds and c.cluster.feeds.feeds[sub.id].started.is_set())
+        await _knows_durable(p, "bg.x")
+        event = loom.Event("once", b"x")
+        await p.bus.publish("bg.x", event)
+        await p.cluster.send("bg.x", event)  # the same event again (its id is the Nats-Msg-Id): the stream keeps one
+        await p.cluster.durable_export.flush(5)
+        await until(lambda: handled == [event.id], timeout=10)
+        await asyncio.sleep(0.3)
+        assert handled == [event.id]
+        stats = p.cluster.durable_export.stats()
+        assert stats["duplicate_acks"] == 1 and stats["lost"] == 0
+        info = await _consumer(c, "loom-taker-")
+        assert info.num_ack_pending == 0  # the callback returned: acked
+
+
+async def test_a_failing_handler_is_acked_not_redelivered_forever(nats_url):
+    calls: list[str] = []
+
+    async def broken(ctx, topic, event):
+        calls.append(event.id)
+        raise RuntimeError("boom")
+
+    async with loom.Loom(name="f", native_tools=()) as rt:
+        await rt.join_cluster(nats_url, share_directory=False, ack_wait=1.0)
+        await loom.Agent("f", ["f.*"], on_event=broken, runtime=rt, qos=loom.QoS.BACKGROUND).start()
+        await until(lambda: next(iter(rt.cluster.feeds.feeds.values())).started.is_set())
+        await rt.bus.publish("f.1", loom.Event("x"))
+        await until(lambda: len(calls) == 1, timeout=10)
+        await asyncio.sleep(1.5)  # past ack_wait: no redelivery
+        assert len(calls) == 1 and rt.agents["f"].failed == 1
+        assert (await _consumer(rt, "loom-f-")).num_ack_pending == 0
+
+
+async def test_background_workers_lose_nothing_when_one_is_killed(nats_url):
+    # No --durable flag and no durable= on the publisher: the agent's BACKGROUND QoS decides, and the
+    # publisher learns from the shared directory that the subjects go through the stream.
+    workers = await asyncio.gather(
+        *(procs.worker(nats_url, "tests.peers.cluster_agents:background", LOOM_WORK_MS="5") for _ in range(3))
+    )
+    try:
+        async with loom.Loom(name="hub", native_tools=()) as rt:
+            await rt.join_cluster(nats_url, heartbeat_s=0.2)
+            await _knows_durable(rt, "bg.in.1")
+            done = rt.bus.subscribe("work.done", maxsize=10_000)
+            ids: list[str] = []
+            for i in range(200):
+                if i == 100:
+                    workers[0].kill()  # with events handed over and not done: delivered again to the others
+                event = loom.Event("work", str(i).encode())
+                ids.append(event.id)
+                await rt.bus.publish(f"bg.in.{i % 7}", event)
+                await asyncio.sleep(0.001)
+            assert await rt.cluster.durable_export.flush(10)
+            assert rt.cluster.durable_export.stats()["lost"] == 0
+            handled: collections.Counter[str] = collections.Counter()
+
+            async def collect() -> None:
+                while True:
+                    handled[(await done.get()).event.json()["id"]] += 1
+
+            collector = asyncio.create_task(collect())
+            try:
+                await until(lambda: set(ids) <= set(handled), timeout=60)
+            finally:
+                collector.cancel()
+            assert set(handled) == set(ids)  # at-least-once, across the crash
+            assert sum(handled.values()) - len(ids) <= 16  # again at most the window the dead one held
+    finally:
+        await procs.stop_all(workers)
