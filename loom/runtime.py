@@ -313,6 +313,14 @@ class Loom:
         self.cluster = await self.add_component(link, name="cluster")
         return link
 
+    async def leave_cluster(self) -> None:
+        """Leave the cluster (what was exported is flushed, the link drained and closed; durable
+        subscriptions give back what they hold); :meth:`join_cluster` may run again. Idempotent."""
+        link, self.cluster = self.cluster, None
+        if link is not None:
+            self._drop(link)
+            await link.aclose()
+
     def _cluster_link(self, url: Any, export: Iterable[str], import_: Iterable[str], **options: Any) -> Any:
         from loom.cluster import build_link  # the nats extra loads only for a runtime that joins
 

@@ -89,11 +89,10 @@ async def test_joining_from_a_cell_carries_events_both_ways_and_status_shows_the
 
     again = kernel.run(f"%loom cluster {server.url}")
     assert again["error"][0] == "UsageError" and "already joined the cluster" in again["error"][1], again
-    leave = kernel.run("%loom cluster leave")
-    assert leave["error"] == (
-        "UsageError",
-        "this runtime cannot leave the cluster and keep running: %loom stop leaves it",
-    )
+    left = kernel.run("j = %loom cluster leave\nawait j\nprint(rt.cluster, link.nc, rt.running)")
+    assert left["error"] is None and left["stdout"].split() == ["None", "None", "True"], left  # left, still running
+    rejoined = kernel.run(f"j = %loom cluster {server.url}\nlink = await j\nprint(link.connected)")
+    assert rejoined["error"] is None and rejoined["stdout"].split()[-1] == "True", rejoined
 
 
 def test_no_server_says_which_url_and_how_to_start_one_without_a_traceback(runtime):

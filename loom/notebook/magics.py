@@ -70,7 +70,7 @@ class LoomMagics(Magics):
         %loom trace on|off|status   OpenTelemetry spans and metrics (every runtime of this kernel)
         %loom mic [--device N | --wav FILE] | %loom mic stop   the voice pipeline (`voice`), with its panel
         %loom cluster URL[,URL] [--export a.>,b.* --import c.> --node NAME]   share the bus through NATS
-        %loom cluster status | leave   the link: server, node, counters, other nodes
+        %loom cluster status | leave   the link: server, node, counters, other nodes; leave it (still running)
         %loom cluster serve [--port N]   a local nats-server on 127.0.0.1 until %loom stop (await it: the URL)
         %%loom agent NAME --topics a.b,c.*   (cell defines `async def on_event(ctx, topic, event)`)
         """
@@ -199,8 +199,7 @@ class LoomMagics(Magics):
         if what == "status":
             return self._cluster_status(rt)
         if what == "leave":
-            # Loom has no public way to leave and stay running (join_cluster only); stopping leaves.
-            raise IPythonUsageError("this runtime cannot leave the cluster and keep running: %loom stop leaves it")
+            return track("leaving the cluster", rt.leave_cluster())
         if what == "serve":
             return self._cluster_serve(rt, args.port)
         return self._cluster_join(rt, what, args)
