@@ -76,16 +76,23 @@ async def test_losing_the_connected_node_reconnects_and_durable_loses_nothing():
         receiver = await loom.Loom(name="receiver", native_tools=()).start()
         sender = await loom.Loom(name="sender", native_tools=()).start()
         try:
+            background: list[bytes] = []  # a BACKGROUND subscription: fed by a durable consumer (loom.cluster.feed)
+            receiver.bus.subscribe("bg.>", qos=loom.QoS.BACKGROUND, callback=lambda t, e: background.append(e.payload))
             await receiver.join_cluster(
-                [n1.url, n2.url, n3.url], import_=["core.>"], export=[], share_directory=False, dont_randomize=True
+                [n1.url, n2.url, n3.url],
+                import_=["core.>", "bg.>"],
+                export=["bg.>"],
+                share_directory=False,
+                dont_randomize=True,
+                stream_replicas=3,
             )
             assert receiver.cluster.conn.connected_url == n1.url
             await sender.join_cluster(
                 [n2.url, n3.url],
-                export=["core.>", "dur.>"],
+                export=["core.>", "dur.>", "bg.>"],
                 import_=[],
                 share_directory=False,
-                durable=["dur.>"],
+                durable=["dur.>", "bg.>"],
                 stream_replicas=3,
             )
             consumer = await receiver.cluster.consume(["dur.>"], name="failover", replicas=3, ack_wait=2)
@@ -95,6 +102,7 @@ async def test_losing_the_connected_node_reconnects_and_durable_loses_nothing():
             for i in range(sent):
                 await sender.bus.publish("core.tick", loom.Event("tick", str(i).encode()))
                 await sender.bus.publish("dur.tick", loom.Event("tick", str(i).encode()))
+                await sender.bus.publish("bg.tick", loom.Event("tick", str(i).encode()))
                 if i == 200:
                     n1.kill()  # the receiver's node
                 await asyncio.sleep(0.002)
@@ -109,6 +117,8 @@ async def test_losing_the_connected_node_reconnects_and_durable_loses_nothing():
                 raise AssertionError(f"{dur.qsize()} of {sent}: {consumer.stats()} {exp} {state}") from None
             got = {dur.get_nowait().event.payload for _ in range(dur.qsize())}
             assert got == {str(i).encode() for i in range(sent)}  # durable: nothing lost
+            await until(lambda: len(set(background)) >= sent, timeout=45)
+            assert set(background) == got  # the BACKGROUND subscription too
             stats = receiver.cluster.stats()
             assert stats["disconnects"] >= 1 and stats["reconnects"] >= 1
             assert stats["connected_url"] in (n2.url, n3.url)
