@@ -167,17 +167,7 @@ async def test_background_workers_lose_nothing_when_one_is_killed(nats_url):
                 await asyncio.sleep(0.001)
             assert await rt.cluster.durable_export.flush(10)
             assert rt.cluster.durable_export.stats()["lost"] == 0
-            handled: collections.Counter[str] = collections.Counter()
-
-            async def collect() -> None:
-                while True:
-                    handled[(await done.get()).event.json()["id"]] += 1
-
-            collector = asyncio.create_task(collect())
-            try:
-                await until(lambda: set(ids) <= set(handled), timeout=60)
-            finally:
-                collector.cancel()
+            handled = await procs.reports_by_id(done, ids, timeout=60)
             assert set(handled) == set(ids)  # at-least-once, across the crash
             assert sum(handled.values()) - len(ids) <= 16  # again at most the window the dead one held
     finally:

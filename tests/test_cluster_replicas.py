@@ -80,17 +80,7 @@ async def test_durable_workers_lose_nothing_when_one_is_killed(nats_url):
             await _publish(rt, ids, 100, 200, gap=0.001)
             assert await rt.cluster.durable_export.flush(10)
             assert rt.cluster.durable_export.stats()["lost"] == 0
-            handled: collections.Counter[str] = collections.Counter()
-
-            async def collect() -> None:
-                while True:
-                    handled[(await done.get()).event.json()["id"]] += 1
-
-            collector = asyncio.create_task(collect())
-            try:
-                await until(lambda: set(ids) <= set(handled), timeout=30)
-            finally:
-                collector.cancel()
+            handled = await procs.reports_by_id(done, ids, timeout=30)
             assert set(handled) == set(ids)  # at-least-once: every event, after the crash too
             assert sum(handled.values()) - len(ids) <= 64  # redelivered at most what the dead one held
     finally:

@@ -8,6 +8,7 @@ outlives a test.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -106,3 +107,22 @@ async def worker(url: str, spec: str = "tests.peers.cluster_agents:slow", *extra
 
 async def stop_all(procs: list[Proc]) -> None:
     await asyncio.gather(*(p.stop() for p in procs))
+
+
+async def reports_by_id(done: Any, ids: list[str], timeout: float) -> collections.Counter[str]:
+    """Count the ``work.done`` reports on subscription ``done`` by event id until each of ``ids`` has one
+    (the test's ``until`` raises TimeoutError after ``timeout``)."""
+    from tests.conftest import until
+
+    handled: collections.Counter[str] = collections.Counter()
+
+    async def collect() -> None:
+        while True:
+            handled[(await done.get()).event.json()["id"]] += 1
+
+    collector = asyncio.create_task(collect())
+    try:
+        await until(lambda: set(ids) <= set(handled), timeout=timeout)
+    finally:
+        collector.cancel()
+    return handled
