@@ -172,3 +172,47 @@ async def test_background_workers_lose_nothing_when_one_is_killed(nats_url):
             assert sum(handled.values()) - len(ids) <= 16  # again at most the window the dead one held
     finally:
         await procs.stop_all(workers)
+
+
+async def test_a_new_durable_subscriber_starts_now_and_an_existing_one_resumes(nats_url):
+    first: list[bytes] = []
+    later: list[bytes] = []
+    async with loom.Loom(name="h", native_tools=()) as rt:
+        await rt.join_cluster(nats_url, share_directory=False)
+        old = rt.bus.subscribe("hist.*", durable=True, callback=lambda t, e: first.append(e.payload), name="old")
+        await until(lambda: old.id in rt.cluster.feeds.feeds and rt.cluster.feeds.feeds[old.id].started.is_set())
+        for i in range(5):
+            await rt.bus.publish("hist.x", loom.Event("h", str(i).encode()))
+        await until(lambda: len(first) == 5, timeout=10)
+        old.close()  # a named subscription's consumer stays: it resumes where it stopped
+        await until(lambda: old.id not in rt.cluster.feeds.feeds)
+        await rt.bus.publish("hist.x", loom.Event("h", b"while away"))
+        again = rt.bus.subscribe("hist.*", durable=True, callback=lambda t, e: first.append(e.payload), name="old")
+        new = rt.bus.subscribe("hist.*", durable=True, callback=lambda t, e: later.append(e.payload), name="new")
+        feeds = rt.cluster.feeds.feeds
+        await until(lambda: all(s.id in feeds and feeds[s.id].started.is_set() for s in (again, new)))
+        await rt.bus.publish("hist.x", loom.Event("h", b"now"))
+        await until(lambda: first[-1:] == [b"now"] and later == [b"now"], timeout=10)
+        assert first == [b"0", b"1", b"2", b"3", b"4", b"while away", b"now"]  # resumed, nothing missed
+        assert later == [b"now"]  # a new subscriber does not replay the stream's history
+
+
+async def test_without_jetstream_a_background_agent_keeps_its_bus_delivery(caplog):
+    got: list[bytes] = []
+
+    async def take(ctx, topic, event):
+        got.append(event.payload)
+
+    with NatsServer(jetstream=False) as server:
+        async with loom.Loom(name="nojs", native_tools=()) as rt, loom.Loom(name="other", native_tools=()) as other:
+            await rt.join_cluster(server.url, share_directory=False)
+            await other.join_cluster(server.url, share_directory=False)
+            await loom.Agent("b", ["nj.*"], on_event=take, runtime=rt, qos=loom.QoS.BACKGROUND).start()
+            feed = next(iter(rt.cluster.feeds.feeds.values()), None)
+            if feed is not None:
+                await asyncio.wait_for(feed.started.wait(), 15)
+            await until(lambda: not rt.cluster.feeds.feeds, timeout=15)  # refused, dropped
+            assert "cannot serve durable subscription" in caplog.text
+            await rt.bus.publish("nj.local", loom.Event("x", b"local"))
+            await other.bus.publish("nj.remote", loom.Event("x", b"remote"))
+            await until(lambda: sorted(got) == [b"local", b"remote"], timeout=10)  # at-most-once, as before

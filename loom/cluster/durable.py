@@ -214,6 +214,7 @@ class DurableConsumer:
 
     claims = True  # the plain import skips its patterns: the handler publishes them on the bus
     pull_s = 1.0  # how long one pull request waits for messages
+    deliver_new = False  # a consumer made now starts with what the stream holds (True: with what comes next)
 
     def __init__(
         self,
@@ -249,7 +250,7 @@ class DurableConsumer:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        from nats.js.api import AckPolicy, ConsumerConfig
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
         js = self.link.nc.jetstream()
         await ensure_stream(js, self.stream, self.patterns, self.replicas or 1)
@@ -261,6 +262,7 @@ class DurableConsumer:
             max_deliver=self.max_deliver,
             max_ack_pending=self.max_ack_pending,
             filter_subjects=self.patterns,
+            deliver_policy=DeliverPolicy.NEW if self.deliver_new else DeliverPolicy.ALL,
         )
         try:
             await js.add_consumer(self.stream, config)

@@ -11,7 +11,9 @@ after the callback). A runtime that dies (or stops the subscription) leaves what
 be delivered again, to it or to another runtime with the same subscription: the consumer is named
 after the subscription (an agent's id and its patterns), so replicas of one agent share it and each
 event is handled once across them, at least once in all. Redeliveries of events this runtime handled
-already (an ack lost with its connection) are dropped by event id.
+already (an ack lost with its connection) are dropped by event id. A subscription new to the cluster
+starts with the events published from then on (not the stream's history); one that comes back
+(a restarted worker, a re-run cell) resumes where it stopped, with what was published meanwhile.
 
 The agent's private reply topic and patterns the link does not both export and import stay on the
 bus (at-most-once across the cluster, as core NATS is); so does a pattern added after the subscription
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from loom.cluster.connection import run_now
 from loom.cluster.durable import DurableConsumer
 from loom.cluster.subjects import PatternSet, covered
+from loom.errors import LoomError
 
 if TYPE_CHECKING:
     from loom.cluster.link import ClusterLink
@@ -60,13 +63,25 @@ class Feed(DurableConsumer):
         self._room_free = asyncio.Event()
         self._room_free.set()
         self._closing = False
+        self.sending = False  # publishes here on its patterns go through the stream (once bound)
 
     claims = False  # other local subscribers on these patterns still take the plain import
+    deliver_new = True  # a new subscriber starts now, not with the stream's history; an existing one resumes
     pull_s = 0.5  # closing waits for the last pull to end (a message sent to a pull nobody reads is stuck)
 
     async def start(self) -> None:
         self.sub.on_done = self._done
         await super().start()
+        # Only now (the consumer exists) do publishes here go into the stream acked and the bus's
+        # deliveries on these patterns stop: until then the subscription is served as before, and if
+        # JetStream refuses it stays that way. An event published in between may come both ways
+        # (at-least-once allows it); none is lost.
+        sender = self.link.durable_sender(self.stream)
+        if sender is None:
+            raise LoomError("the cluster link is closing")
+        sender.add(self.patterns)
+        self.sub.divert(PatternSet.of(self.patterns).matches)
+        self.sending = True
 
     async def _room(self) -> int:
         while not (self.sub.closed or self._closing) and len(self.inflight) >= self.window:
@@ -163,16 +178,11 @@ class DurableFeeds:
             for p in sub.patterns
             if not _private(p) and covered(p, link.export_patterns) and covered(p, link.import_patterns)
         ]
-        if not patterns or sub.id in self.feeds or sub.closed:
-            return
-        sender = link.durable_sender(self.options.get("stream", "LOOM"))  # what is published here: stored
-        if sender is None:  # the link is closing
+        if not patterns or sub.id in self.feeds or sub.closed or link.closing:
             return
         feed = Feed(link, sub, patterns, name=_consumer_name(sub, patterns, link.node), **self.options)
         feed.shared = bool(sub.name)
         self.feeds[sub.id] = feed
-        sub.divert(PatternSet.of(patterns).matches)  # from now on these come from the stream only
-        sender.add(patterns)
         self.patterns.add(patterns)
         task = link.spawn(self._run(feed), name=f"loom.cluster.feed:{feed.name}")
         self._starting.add(task)
@@ -186,7 +196,7 @@ class DurableFeeds:
                 feed.started.set()
             if feed._task is not None:
                 await asyncio.wait([feed._task])  # ends when the subscription closes
-        except Exception as exc:  # noqa: BLE001 - JetStream refused: the subscription stays diverted, say why
+        except Exception as exc:  # noqa: BLE001 - JetStream refused: the bus keeps serving it (at-most-once)
             log.warning("cluster link %s: cannot serve durable subscription %s: %s", self.link.node, feed.sub.id, exc)
             feed.error = self.link.conn.last_error = f"durable feed {feed.name}: {exc}"
         finally:
@@ -196,7 +206,7 @@ class DurableFeeds:
     async def _drop(self, feed: Feed) -> None:
         self.feeds.pop(feed.sub.id, None)
         self.patterns.remove(feed.patterns)
-        if self.link.durable_export is not None:
+        if self.link.durable_export is not None and feed.sending:
             self.link.durable_export.remove(feed.patterns)
         await feed.aclose()
 
