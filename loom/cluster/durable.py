@@ -215,6 +215,7 @@ class DurableConsumer:
     claims = True  # the plain import skips its patterns: the handler publishes them on the bus
     pull_s = 1.0  # how long one pull request waits for messages
     deliver_new = False  # a consumer made now starts with what the stream holds (True: with what comes next)
+    inactive_threshold: float | None = None  # seconds unused before the server deletes it (None: never)
 
     def __init__(
         self,
@@ -263,6 +264,7 @@ class DurableConsumer:
             max_ack_pending=self.max_ack_pending,
             filter_subjects=self.patterns,
             deliver_policy=DeliverPolicy.NEW if self.deliver_new else DeliverPolicy.ALL,
+            inactive_threshold=self.inactive_threshold,
         )
         try:
             await js.add_consumer(self.stream, config)

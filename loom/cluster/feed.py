@@ -182,6 +182,8 @@ class DurableFeeds:
             return
         feed = Feed(link, sub, patterns, name=_consumer_name(sub, patterns, link.node), **self.options)
         feed.shared = bool(sub.name)
+        if not feed.shared:  # deleted when it closes; should this runtime die, the server removes it
+            feed.inactive_threshold = 3600.0
         self.feeds[sub.id] = feed
         self.patterns.add(patterns)
         task = link.spawn(self._run(feed), name=f"loom.cluster.feed:{feed.name}")
