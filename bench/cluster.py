@@ -1,6 +1,6 @@
 """Runtimes sharing a bus through NATS: deliveries/s, request/reply latency, replicated agents.
 
-    python bench/cluster.py [--events 50000] [--calls 2000] [--work 50000] [--runs 3] [--no-bridge]
+    python bench/cluster.py [--events 50000] [--calls 2000] [--work 4000] [--runs 3] [--no-bridge] [--rpc-only]
 
 One local nats-server (the packaged binary, 127.0.0.1) per run; every workload runs between
 processes. `throughput`: a producer runtime publishes N small events on its bus (exported), a
@@ -13,8 +13,10 @@ figure is W over the time until the last work.done arrived, plus the workers' CP
 Floors, in the same run, with bare nats-py and no Loom code: pub/sub between two processes (the
 same protobuf bodies, no headers, as Loom's plain events), a request round trip between two
 processes (also with the Loom-Envelope header a request carries, both ways: the floor of the header
-encoding), and one client answering itself (the reference's ~500 µs). The bridge's figures of the
-same shape come from running bench/bridge.py once in the same run (unless --no-bridge).
+encoding), and one client answering itself (the reference's ~500 µs). Each round trip also reports
+the client CPU it cost, both processes together (`*_cpu_us_per_call`: process time over the calls;
+steadier than latency on a shared machine). The bridge's figures of the same shape come from running
+bench/bridge.py once in the same run (unless --no-bridge; --rpc-only runs the round trips alone).
 Medians of the runs; the JSON lines carry every run.
 """
 
@@ -97,18 +99,22 @@ async def role(name: str, url: str, n: int) -> None:
         await nc.subscribe("bench.rpc", cb=answer)
         await nc.flush()
         print("ready", flush=True)
+        cpu0 = time.process_time()
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        print(json.dumps({"cpu_s": time.process_time() - cpu0}), flush=True)
         await nc.close()
     elif name in ("bare_ask", "bare_ask_hdr"):
         nc = await nats.connect(url)
         body, lat = _body(), []
         headers = _envelope_header() if name == "bare_ask_hdr" else None
         for i in range(200 + n):
+            if i == 200:
+                cpu0 = time.process_time()
             t0 = time.perf_counter_ns()
             await nc.request("bench.rpc", body, timeout=5, headers=headers)
             if i >= 200:
                 lat.append(time.perf_counter_ns() - t0)
-        print(json.dumps(latency_summary(lat)), flush=True)
+        print(json.dumps(latency_summary(lat, time.process_time() - cpu0)), flush=True)
         await nc.close()
     elif name == "consumer":
         got, first, done = 0, 0.0, asyncio.Event()
@@ -144,19 +150,23 @@ async def role(name: str, url: str, n: int) -> None:
             await rt.join_cluster(url, share_directory=False, envelope_headers=name == "echo")
             await loom.Agent("echo", topics=["bench.rpc"], on_event=echo, runtime=rt).start()
             print("ready", flush=True)
+            cpu0 = time.process_time()
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+            print(json.dumps({"cpu_s": time.process_time() - cpu0}), flush=True)
     elif name in ("asker", "asker_body"):
         async with loom.Loom(name="asker", native_tools=()) as rt:
             await rt.join_cluster(url, share_directory=False, envelope_headers=name == "asker")
             agent = await loom.Agent("asker", runtime=rt).start()
             thread, lat = agent.ctx.new_thread(), []
             for i in range(200 + n):
+                if i == 200:
+                    cpu0 = time.process_time()
                 t0 = time.perf_counter_ns()
                 reply = await agent.ctx.request(thread, "bench.rpc", b"ping", timeout_ms=5000)
                 assert reply is not None and reply.payload == b"ping"
                 if i >= 200:
                     lat.append(time.perf_counter_ns() - t0)
-            print(json.dumps(latency_summary(lat)), flush=True)
+            print(json.dumps(latency_summary(lat, time.process_time() - cpu0)), flush=True)
 
 
 async def spawn(*args: str, env: dict | None = None) -> asyncio.subprocess.Process:
@@ -188,6 +198,8 @@ async def flow(url: str, n: int, sub: str, pub: str) -> float:
 
 
 async def round_trips(url: str, n: int, echo_role: str, ask_role: str) -> dict:
+    """The asker's latency summary, plus ``echo_cpu_us_per_call``: the answering process's CPU per call
+    (its warm-up calls included, so a little high), next to the asker's ``cpu_us_per_call``."""
     echo = await me(echo_role, url, 0)
     assert (await echo.stdout.readline()).startswith(b"ready")
     asker = await me(ask_role, url, n)
@@ -195,6 +207,7 @@ async def round_trips(url: str, n: int, echo_role: str, ask_role: str) -> dict:
     await asker.wait()
     echo.stdin.write(b"stop\n")
     await echo.stdin.drain()
+    result["echo_cpu_us_per_call"] = json.loads(await echo.stdout.readline())["cpu_s"] / (n + 200) * 1e6
     await echo.wait()
     return result
 
@@ -268,24 +281,32 @@ def bridge_figures(events: int, calls: int) -> dict:
     }
 
 
-async def run_once(events: int, calls: int, work: int) -> dict:
+async def run_once(events: int, calls: int, work: int, rpc_only: bool = False) -> dict:
     from loom.cluster import NatsServer
 
     out: dict = {}
     with NatsServer() as server:
         url = server.url
-        out["bare_deliveries_per_s"] = await flow(url, events, "bare_sub", "bare_pub")
-        out["nats_deliveries_per_s"] = await flow(url, events, "consumer", "producer")
-        bare = await round_trips(url, calls, "bare_echo", "bare_ask")
-        out["bare_p50_us"], out["bare_p99_us"] = bare["p50_us"], bare["p99_us"]
-        out["bare_hdr_p50_us"] = (await round_trips(url, calls, "bare_echo_hdr", "bare_ask_hdr"))["p50_us"]
-        out["bare_self_p50_us"] = (await self_round_trip(url, calls))["p50_us"]
-        rpc = await round_trips(url, calls, "echo", "asker")
-        out["nats_p50_us"], out["nats_p99_us"] = rpc["p50_us"], rpc["p99_us"]
-        out["nats_body_envelope_p50_us"] = (await round_trips(url, calls, "echo_body", "asker_body"))["p50_us"]
-        for w in (1, 2, 3):
-            out.update(await replicas(url, w, work))
-    out["throughput_vs_floor"] = out["nats_deliveries_per_s"] / out["bare_deliveries_per_s"]
+        if not rpc_only:
+            out["bare_deliveries_per_s"] = await flow(url, events, "bare_sub", "bare_pub")
+            out["nats_deliveries_per_s"] = await flow(url, events, "consumer", "producer")
+        for key, echo, ask in (
+            ("bare", "bare_echo", "bare_ask"),
+            ("bare_hdr", "bare_echo_hdr", "bare_ask_hdr"),
+            ("nats", "echo", "asker"),
+            ("nats_body_envelope", "echo_body", "asker_body"),
+        ):
+            rpc = await round_trips(url, calls, echo, ask)
+            out[f"{key}_p50_us"], out[f"{key}_p99_us"] = rpc["p50_us"], rpc["p99_us"]
+            # client CPU per round trip, both processes (asker + echo): less noisy than latency
+            out[f"{key}_cpu_us_per_call"] = rpc["cpu_us_per_call"] + rpc["echo_cpu_us_per_call"]
+            if key == "bare":
+                out["bare_self_p50_us"] = (await self_round_trip(url, calls))["p50_us"]
+        if not rpc_only:
+            for w in (1, 2, 3):
+                out.update(await replicas(url, w, work))
+    if not rpc_only:
+        out["throughput_vs_floor"] = out["nats_deliveries_per_s"] / out["bare_deliveries_per_s"]
     out["p50_vs_floor"] = out["nats_p50_us"] / out["bare_p50_us"]
     out["p50_vs_hdr_floor"] = out["nats_p50_us"] / out["bare_hdr_p50_us"]
     out["body_envelope_p50_vs_floor"] = out["nats_body_envelope_p50_us"] / out["bare_p50_us"]
@@ -299,6 +320,7 @@ def main() -> None:
     ap.add_argument("--work", type=int, default=4000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--no-bridge", action="store_true", help="skip bench/bridge.py")
+    ap.add_argument("--rpc-only", action="store_true", help="only the request round trips (implies --no-bridge)")
     ap.add_argument("--role", help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
@@ -308,8 +330,8 @@ def main() -> None:
         return
     runs = []
     for _ in range(args.runs):
-        r = asyncio.run(run_once(args.events, args.calls, args.work))
-        if not args.no_bridge:
+        r = asyncio.run(run_once(args.events, args.calls, args.work, args.rpc_only))
+        if not (args.no_bridge or args.rpc_only):
             r.update(bridge_figures(args.events, args.calls))
         runs.append(r)
         print(json.dumps({"bench": "cluster", "run": True, **{k: round(v, 2) for k, v in r.items()}}), flush=True)

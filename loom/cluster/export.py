@@ -2,10 +2,11 @@
 
 One bus subscription (BATCHED: a burst makes publishers wait, never drops) with two ways out. While
 nothing is queued, the subscription's intercept hands each event to the client inside the publish
-that made it (a request or a reply leaves with no task switch: the round trip's latency). Once a
-backlog builds, the export task takes it whole and sends its plain events batched per subject, one
-``loom.v1.EventStream`` message per run (throughput: nats-py's per-message work dominates small
-events); conversation messages (envelope keys, in headers) and durable ones always leave alone.
+that made it (a request or a reply leaves with no task switch, written to the socket at once while
+the connection is idle: the round trip's latency). Once a backlog builds, the export task takes it
+whole and sends its plain events batched per subject, one ``loom.v1.EventStream`` message per run
+(throughput: nats-py's per-message work dominates small events); conversation messages (envelope
+keys) and durable ones always leave alone.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from loom.cluster.codec import ORIGIN_KEY, batchable, encode, encode_batch
-from loom.cluster.connection import run_now
+from loom.cluster.connection import run_now, send_now
 from loom.errors import LoomError
 from loom.events.qos import QoS
 
@@ -109,7 +110,15 @@ class Exporter:
             return False
         if len(data) > nc.max_payload:
             return False
-        run_now(nc.publish(topic, data, headers=headers), self._eager_done)
+        # A conversation message (a request, a reply) is written to the socket right here when the
+        # connection is idle, not by the client's flusher one loop turn later; plain events keep the
+        # flusher, so a burst builds a backlog and leaves batched (see connection.send_now).
+        try:
+            sent = not batchable(event) and send_now(nc, topic, data, headers)
+        except Exception:  # noqa: BLE001 - a bad subject: nats-py's publish raises it again, reported below
+            sent = False
+        if not sent:
+            run_now(nc.publish(topic, data, headers=headers), self._eager_done)
         self.link.counts.exported += 1
         return True
 
