@@ -136,7 +136,7 @@ class ManagedAgent:
             overflow=Overflow.DROP_NEWEST,
             intercept=self._intercept,
             name=self.sender,
-            durable=self.durable,
+            durable=self.mailbox_qos is QoS.BACKGROUND if self.durable is None else self.durable,
         )
         self.status = "running"
         self._failures.clear()

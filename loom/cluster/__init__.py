@@ -61,6 +61,7 @@ def build_link(
     durable: Iterable[str] = (),
     stream: str = "LOOM",
     stream_replicas: int = 1,
+    stream_max_age: float = 7 * 86400.0,
     heartbeat_s: float = 2.0,
     ack_wait: float = 30.0,
     max_deliver: int = 20,
@@ -74,6 +75,7 @@ def build_link(
         durable: exported patterns that go through the JetStream stream ``stream`` (at-least-once;
             consumers use :meth:`ClusterLink.consume`).
         stream_replicas: copies of the stream's data in a NATS cluster (3 survives one node lost).
+        stream_max_age: seconds the stream keeps an event when this runtime creates it (0: no limit).
         heartbeat_s: how often the directory entry is refreshed (it expires after 3 missed beats).
         ack_wait, max_deliver, window: of the consumers that feed durable subscriptions (BACKGROUND
             QoS or ``durable=True``; :mod:`loom.cluster.feed`): seconds before an event not done is
@@ -82,6 +84,7 @@ def build_link(
     """
     parts = {"bus": bus, "instruments": instruments, "spawn": spawn}
     link = ClusterLink(servers, export=export, import_=import_, **parts, **options)
+    link.stream_max_age = stream_max_age
     durable = list(durable)
     if durable:
         link.planned.append(DurableExport(link, durable, stream=stream, replicas=stream_replicas))

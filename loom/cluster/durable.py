@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from loom.cluster.codec import encode
-from loom.cluster.subjects import PatternSet, check_patterns, minimal_patterns
+from loom.cluster.subjects import PatternSet, check_patterns, covered, minimal_patterns
+from loom.errors import LoomError
 
 if TYPE_CHECKING:
     from loom.cluster.link import ClusterLink
@@ -34,27 +35,47 @@ log = logging.getLogger("loom.cluster")
 Handler = Callable[[str, "Event"], Awaitable[Any]]
 
 
-async def ensure_stream(js: Any, name: str, subjects: list[str], replicas: int = 1) -> None:
-    """Create stream ``name`` over ``subjects``, or widen an existing one to cover them too."""
+async def ensure_stream(
+    js: Any, name: str, subjects: list[str], replicas: int = 1, *, lock: asyncio.Lock, max_age: float = 0.0
+) -> None:
+    """Create stream ``name`` over ``subjects`` (keeping events ``max_age`` seconds at most; 0: no
+    limit), or widen an existing one to cover them too. A change is a read-modify-write of the
+    stream's config: ``lock`` serializes this runtime's, and the result is read back and widened
+    again until it covers ``subjects`` (another runtime may have written its own meanwhile).
+
+    Raises:
+        LoomError: still not covered after 5 rounds.
+    """
     from nats.js.api import StorageType, StreamConfig
     from nats.js.errors import NotFoundError
 
-    try:
-        info = await js.stream_info(name)
-    except NotFoundError:
-        config = StreamConfig(
-            name=name, subjects=subjects, storage=StorageType.FILE, num_replicas=replicas, duplicate_window=120.0
-        )
-        try:
-            await js.add_stream(config)
-            return
-        except Exception:  # noqa: BLE001 - another runtime created it meanwhile: widen below
-            info = await js.stream_info(name)
-    have = list(info.config.subjects or [])
-    wanted = minimal_patterns(have + subjects)
-    if sorted(wanted) != sorted(have):
-        info.config.subjects = wanted
-        await js.update_stream(info.config)
+    async with lock:
+        for _ in range(5):
+            try:
+                info = await js.stream_info(name)
+            except NotFoundError:
+                config = StreamConfig(
+                    name=name,
+                    subjects=subjects,
+                    storage=StorageType.FILE,
+                    num_replicas=replicas,
+                    duplicate_window=120.0,
+                    max_age=max_age or None,
+                )
+                try:
+                    await js.add_stream(config)
+                    return
+                except Exception:  # noqa: BLE001, S112 - another runtime created it meanwhile: widen it
+                    continue
+            have = list(info.config.subjects or [])
+            if all(covered(p, have) for p in subjects):
+                return
+            info.config.subjects = minimal_patterns(have + subjects)
+            try:
+                await js.update_stream(info.config)
+            except Exception as exc:  # noqa: BLE001 - a concurrent update: read it again
+                log.debug("stream %s: update: %s", name, exc)
+    raise LoomError(f"the JetStream stream {name!r} does not cover {subjects} after 5 tries")
 
 
 @dataclass(slots=True)
@@ -95,7 +116,7 @@ class DurableExport:
     async def start(self) -> None:
         self.begin()
         if self.patterns:
-            await ensure_stream(self._js, self.stream, self.patterns, self.replicas)
+            await ensure_stream(self._js, self.stream, self.patterns, self.replicas, **self.link.stream_options())
 
     def begin(self) -> None:
         """Become the link's durable sender (sync: see :meth:`ClusterLink.durable_sender`)."""
@@ -118,6 +139,17 @@ class DurableExport:
     async def publish(self, topic: str, event: Event) -> None:
         """Hand ``event`` to the stream (returns once sent; the ack is awaited in the background)."""
         data, headers = encode(event, self.link.node)
+        nc = self.link.nc
+        if nc is not None and len(data) > nc.max_payload:  # the stream cannot take it: it stays here
+            self.link.counts.too_large += 1
+            self.link._warn(
+                f"too_large:{topic}",
+                f"event {event.id} on {topic!r} is {len(data)} bytes encoded, more "
+                f"than the server's max_payload ({nc.max_payload}): it stays local",
+            )
+            if self.link.feeds is not None:
+                await self.link.feeds.deliver_local(topic, event)
+            return
         headers = dict(headers or {})
         headers["Nats-Msg-Id"] = event.id  # the server drops a re-sent copy: exactly one in the stream
         self.published += 1
@@ -254,7 +286,7 @@ class DurableConsumer:
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
         js = self.link.nc.jetstream()
-        await ensure_stream(js, self.stream, self.patterns, self.replicas or 1)
+        await ensure_stream(js, self.stream, self.patterns, self.replicas or 1, **self.link.stream_options())
         config = ConsumerConfig(
             durable_name=self.name,
             num_replicas=self.replicas,  # None: as many as the stream (a copy on one node dies with it)

@@ -116,6 +116,8 @@ class ClusterLink:
         self.planned: list[Any] = []  # parts to start once connected (build_link puts them here)
         self.durable_export: Any = None  # the DurableExport, when some exported patterns are durable
         self.closing = False
+        self.stream_max_age = 7 * 86400.0  # how long the JetStream stream keeps events (0: no limit)
+        self._stream_lock = asyncio.Lock()
         self.feeds: Any = None  # the DurableFeeds: durable subscriptions of this runtime, fed by JetStream
         self.exporter = Exporter(self, max_pending=int(options.get("pending_size", 2 * 1024 * 1024)))
         self._warned: set[str] = set()
@@ -198,6 +200,10 @@ class ClusterLink:
         from loom.cluster.durable import DurableConsumer
 
         return await self.add_part(DurableConsumer(self, patterns, name=name, **options))
+
+    def stream_options(self) -> dict[str, Any]:
+        """What :func:`~loom.cluster.durable.ensure_stream` needs from this link."""
+        return {"lock": self._stream_lock, "max_age": self.stream_max_age}
 
     def durable_sender(self, stream: str = "LOOM") -> Any:
         """The :class:`~loom.cluster.durable.DurableExport`, made now if there is none yet (sync: the

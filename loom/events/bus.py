@@ -108,7 +108,8 @@ class EventBus(BusTelemetry):
                 means it consumed the delivery (counted as delivered, never queued). Agents use
                 it so a reply their pending request awaits does not wait behind the mailbox.
             name: label for the subscription id (``sub-<n>-<name>``).
-            durable: at-least-once through the cluster the runtime joins (default: BACKGROUND QoS).
+            durable: at-least-once in a cluster; the reader acks with ``sub.done(event)`` (default: a
+                BACKGROUND callback subscription, which acks after the callback returns).
 
         Raises:
             TypeError / InvalidTopic: malformed pattern.
@@ -163,7 +164,7 @@ class EventBus(BusTelemetry):
             high_water=high_water,
             coalesce_key=coalesce_key,
             intercept=intercept,
-            durable=qos is QoS.BACKGROUND if durable is None else bool(durable),
+            durable=qos is QoS.BACKGROUND and callback is not None if durable is None else bool(durable),
             name=name or "",
         )
         self._subs[sub_id] = sub

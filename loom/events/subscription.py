@@ -147,21 +147,41 @@ class Subscription(DeliveryQueue):
 
     def done(self, event: Event) -> None:
         """The reader has handled ``event`` (its handler returned or failed). An agent's core and a
-        callback subscription say so themselves; a reader of a durable subscription fed by a cluster
-        calls it, or the event is delivered again after the consumer's ``ack_wait``. Else a no-op."""
+        callback subscription say so themselves; a plain reader of a subscription made with
+        ``durable=True`` must (a cluster hands it a few events at a time: it waits for these). Else a no-op."""
         if self.on_done is not None:
             self.on_done(event)
 
-    def divert(self, covers: Callable[[str], bool]) -> None:
-        """From now on, bus deliveries on topics ``covers`` accepts are taken (counted delivered) and
-        not queued: whoever called this queues those events itself with :meth:`feed` (a cluster's
-        durable consumer: each event once, wherever it was published)."""
-        inner = self._intercept
-        self._intercept = lambda item: (inner is not None and inner(item)) or covers(item.topic)
+    @property
+    def intercept(self) -> Callable[[Delivery], bool] | None:
+        return self._intercept
 
-    async def feed(self, topic: str, event: Event) -> bool:
-        """Queue an event that did not come through the bus (waits for room; ``False``: closed)."""
-        return await self._put_wait(_new_delivery(Delivery, (topic, event))) > 0
+    def divert(self, covers: Callable[[str], bool]) -> Callable[[], None]:
+        """Until the returned undo is called, bus deliveries on topics ``covers`` accepts are taken
+        (counted delivered) and not queued: whoever called this queues those events itself with
+        :meth:`feed` (a cluster's durable consumer: each event once, wherever it was published)."""
+        inner = self._intercept
+
+        def diverted(item: Delivery) -> bool:
+            return (inner is not None and inner(item)) or covers(item.topic)
+
+        def undo() -> None:
+            if self._intercept is diverted:
+                self._intercept = inner
+
+        self._intercept = diverted
+        return undo
+
+    async def feed(self, topic: str, event: Event, intercept: Callable[[Delivery], bool] | None = None) -> int:
+        """Queue an event that did not come through the bus, if it is of a type this subscription takes
+        and ``intercept`` (the one before :meth:`divert`) does not consume it. Waits for room.
+        Returns 1 queued, -1 taken by ``intercept``, 0 refused (another type; closed)."""
+        if self._types is not None and event.type not in self._types:
+            return 0
+        item = _new_delivery(Delivery, (topic, event))
+        if intercept is not None and intercept(item):
+            return -1
+        return await self._put_wait(item)
 
     # -- pattern management (delegates to the bus index) ---------------------------------
     def add_pattern(self, pattern: str) -> None:
