@@ -69,8 +69,10 @@ async def serve_agent(rt: Any, agent: Any, *, durable: bool = False) -> Any:
     await agent.start()
     feeds = link.feeds
     feed = next((f for f in feeds.feeds.values() if f.sub is agent.core.mailbox), None) if feeds else None
-    if feed is None:
-        raise UsageError(f"agent {agent.agent_id!r}: none of its topics {list(agent.topics)} crosses the cluster")
+    if feed is None:  # refused at once (no JetStream: the error says), or nothing to feed
+        why = link.conn.last_error if "durable feed" in link.conn.last_error else ""
+        why = why or f"none of its topics {list(agent.topics)} is both exported and imported"
+        raise UsageError(f"agent {agent.agent_id!r}: its durable mailbox cannot be served: {why}")
     await feed.started.wait()
     if feed.error:
         raise UsageError(f"agent {agent.agent_id!r}: its durable mailbox cannot be served: {feed.error}")
