@@ -1,6 +1,7 @@
 """Runtimes sharing a bus through NATS: deliveries/s, request/reply latency, replicated agents.
 
-    python bench/cluster.py [--events 50000] [--calls 2000] [--work 4000] [--runs 3] [--no-bridge] [--rpc-only]
+    python bench/cluster.py [--events 50000] [--calls 2000] [--work 4000] [--durable-events 10000]
+                            [--runs 3] [--no-bridge] [--rpc-only]
 
 One local nats-server (the packaged binary, 127.0.0.1) per run; every workload runs between
 processes. `throughput`: a producer runtime publishes N small events on its bus (exported), a
@@ -10,6 +11,9 @@ runtime (200 warm-up), with the envelope keys in NATS headers (the default) and 
 (``envelope_headers=False``). `replicas`: this process publishes W events that a `loom worker` agent
 handles (burning 500 µs of CPU each, then reporting on work.done), with 1, 2 and 3 workers; the
 figure is W over the time until the last work.done arrived, plus the workers' CPU per event.
+`durable`: like `throughput` (D events, --durable-events), but the consumer's agent has BACKGROUND
+QoS, so its events come through a durable JetStream consumer (each acked after the handler), and the
+producer, told by the shared directory, sends each into the stream acked by the server.
 Floors, in the same run, with bare nats-py and no Loom code: pub/sub between two processes (the
 same protobuf bodies, no headers, as Loom's plain events), a request round trip between two
 processes (also with the Loom-Envelope header a request carries, both ways: the floor of the header
@@ -141,6 +145,36 @@ async def role(name: str, url: str, n: int) -> None:
             for _ in range(n):
                 await rt.bus.publish("bench.flow", loom.Event("tick", b"x" * 16))
             await rt.cluster.nc.flush()
+    elif name == "durable_consumer":  # an agent with BACKGROUND QoS: fed by a durable JetStream consumer
+        got, first, done = 0, 0.0, asyncio.Event()
+
+        async def take(ctx, topic, event):
+            nonlocal got, first
+            if got == 0:
+                first = time.perf_counter()
+            got += 1
+            if got == n:
+                done.set()
+
+        async with loom.Loom(name="dconsumer", native_tools=()) as rt:
+            await rt.join_cluster(url, import_=["bench.dflow"], export=["bench.dflow"], heartbeat_s=0.2)
+            agent = loom.Agent("dconsumer", ["bench.dflow"], on_event=take, runtime=rt, qos=loom.QoS.BACKGROUND)
+            await agent.start()
+            for feed in rt.cluster.feeds.feeds.values():
+                await feed.started.wait()
+            print("ready", flush=True)
+            await done.wait()
+            print(json.dumps({"events": n, "seconds": time.perf_counter() - first}), flush=True)
+    elif name == "durable_producer":  # learns from the directory that the subject is durable: acked sends
+        async with loom.Loom(name="dproducer", native_tools=()) as rt:
+            await rt.join_cluster(url, export=["bench.dflow"], import_=[], heartbeat_s=0.2)
+            while rt.cluster.durable_export is None or not rt.cluster.durable_export.covers("bench.dflow"):  # noqa: ASYNC110 - the directory's watch sets it, no event to wait on
+                await asyncio.sleep(0.05)
+            print("ready", flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+            for _ in range(n):
+                await rt.bus.publish("bench.dflow", loom.Event("tick", b"x" * 16))
+            await rt.cluster.durable_export.flush(120)
     elif name in ("echo", "echo_body"):
 
         async def echo(ctx, topic, event):
@@ -281,7 +315,7 @@ def bridge_figures(events: int, calls: int) -> dict:
     }
 
 
-async def run_once(events: int, calls: int, work: int, rpc_only: bool = False) -> dict:
+async def run_once(events: int, calls: int, work: int, rpc_only: bool = False, durable: int = 10_000) -> dict:
     from loom.cluster import NatsServer
 
     out: dict = {}
@@ -290,6 +324,7 @@ async def run_once(events: int, calls: int, work: int, rpc_only: bool = False) -
         if not rpc_only:
             out["bare_deliveries_per_s"] = await flow(url, events, "bare_sub", "bare_pub")
             out["nats_deliveries_per_s"] = await flow(url, events, "consumer", "producer")
+            out["durable_deliveries_per_s"] = await flow(url, durable, "durable_consumer", "durable_producer")
         for key, echo, ask in (
             ("bare", "bare_echo", "bare_ask"),
             ("bare_hdr", "bare_echo_hdr", "bare_ask_hdr"),
@@ -318,6 +353,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=50_000)
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--work", type=int, default=4000)
+    ap.add_argument("--durable-events", type=int, default=10_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--no-bridge", action="store_true", help="skip bench/bridge.py")
     ap.add_argument("--rpc-only", action="store_true", help="only the request round trips (implies --no-bridge)")
@@ -330,7 +366,7 @@ def main() -> None:
         return
     runs = []
     for _ in range(args.runs):
-        r = asyncio.run(run_once(args.events, args.calls, args.work, args.rpc_only))
+        r = asyncio.run(run_once(args.events, args.calls, args.work, args.rpc_only, args.durable_events))
         if not (args.no_bridge or args.rpc_only):
             r.update(bridge_figures(args.events, args.calls))
         runs.append(r)
