@@ -206,11 +206,17 @@ class DurableExport:
                 await self._send(item)
 
     async def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every event handed over so far is acked by the stream (or counted lost)."""
+        """Wait until every event published so far is acked by the stream (or counted lost): also
+        those still queued for the export task."""
         deadline = time.monotonic() + timeout
-        while (self._pending or self._retry) and time.monotonic() < deadline:  # noqa: ASYNC110 - acks land in callbacks
+        while self._busy() and time.monotonic() < deadline:  # noqa: ASYNC110 - acks land in callbacks
             await asyncio.sleep(0.02)
-        return not (self._pending or self._retry)
+        return not self._busy()
+
+    def _busy(self) -> bool:
+        exporter = self.link.exporter
+        queued = exporter.busy or (exporter.sub is not None and exporter.sub.qsize() > 0)
+        return bool(self._pending or self._retry or queued)
 
     async def aclose(self) -> None:
         await self.flush(5.0)
