@@ -49,21 +49,14 @@ async def ensure_stream(
     from nats.js.api import StorageType, StreamConfig
     from nats.js.errors import NotFoundError
 
+    fresh = {"storage": StorageType.FILE, "num_replicas": replicas, "duplicate_window": 120.0, "max_age": max_age}
     async with lock:
         for _ in range(5):
             try:
                 info = await js.stream_info(name)
             except NotFoundError:
-                config = StreamConfig(
-                    name=name,
-                    subjects=subjects,
-                    storage=StorageType.FILE,
-                    num_replicas=replicas,
-                    duplicate_window=120.0,
-                    max_age=max_age or None,
-                )
                 try:
-                    await js.add_stream(config)
+                    await js.add_stream(StreamConfig(name=name, subjects=subjects, **fresh))
                     return
                 except Exception:  # noqa: BLE001, S112 - another runtime created it meanwhile: widen it
                     continue
