@@ -1,6 +1,9 @@
-"""What the benchmarks report about a list of per-call latencies (nanoseconds)."""
+"""What the benchmarks report: per-call latencies (nanoseconds), events counted as they arrive."""
 
 from __future__ import annotations
+
+import json
+import time
 
 
 def latency_summary(lat_ns: list[int], cpu_s: float | None = None) -> dict:
@@ -31,3 +34,25 @@ def workload_args(doc: str | None, workloads, extra=None):
         ap.error(f"unknown workloads {sorted(unknown)}; choose from {list(workloads)}")
     args.workloads = args.workloads or list(workloads)
     return args
+
+
+class Arrivals:
+    """An agent handler ``(ctx, topic, event)`` counting what arrives: ``done`` is set at the ``n``-th;
+    :meth:`result` is the JSON line the flow benches print (seconds from the first to then)."""
+
+    def __init__(self, n: int) -> None:
+        import asyncio
+
+        self.n, self.got, self.first = n, 0, 0.0
+        self.done = asyncio.Event()
+
+    async def __call__(self, ctx, topic, event) -> None:
+        if self.got == 0:
+            self.first = time.perf_counter()
+        self.got += 1
+        if self.got == self.n:
+            self.done.set()
+
+    async def result(self) -> str:
+        await self.done.wait()
+        return json.dumps({"events": self.n, "seconds": time.perf_counter() - self.first})

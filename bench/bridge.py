@@ -30,7 +30,7 @@ import sys
 import time
 from typing import Any
 
-from _stats import latency_summary
+from _stats import Arrivals, latency_summary
 
 
 class _Echo:
@@ -120,20 +120,10 @@ async def role(name: str, address: str, n: int) -> None:
         return
 
     if name == "consumer":
-        got, first, done = 0, 0.0, asyncio.Event()
-
-        async def count(ctx, topic, event):
-            nonlocal got, first
-            if got == 0:
-                first = time.perf_counter()
-            got += 1
-            if got == n:
-                done.set()
-
+        count = Arrivals(n)
         agent = await loom.Agent("consumer", topics=["bench.flow"], on_event=count, address=address).start()
         print("ready", flush=True)
-        await done.wait()
-        print(json.dumps({"events": n, "seconds": time.perf_counter() - first}), flush=True)
+        print(await count.result(), flush=True)
         await agent.stop()
     elif name == "producer":
         agent = await loom.Agent("producer", address=address).start()

@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from _stats import latency_summary
+from _stats import Arrivals, latency_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK_MS = 0.5  # CPU each replicated event costs its handler (tests/peers/cluster_agents.py:cpu)
@@ -121,22 +121,12 @@ async def role(name: str, url: str, n: int) -> None:
         print(json.dumps(latency_summary(lat, time.process_time() - cpu0)), flush=True)
         await nc.close()
     elif name == "consumer":
-        got, first, done = 0, 0.0, asyncio.Event()
-
-        async def count(ctx, topic, event):
-            nonlocal got, first
-            if got == 0:
-                first = time.perf_counter()
-            got += 1
-            if got == n:
-                done.set()
-
+        count = Arrivals(n)
         async with loom.Loom(name="consumer", native_tools=()) as rt:
             await rt.join_cluster(url, import_=["bench.flow"], export=[], share_directory=False)
             await loom.Agent("consumer", topics=["bench.flow"], on_event=count, runtime=rt).start()
             print("ready", flush=True)
-            await done.wait()
-            print(json.dumps({"events": n, "seconds": time.perf_counter() - first}), flush=True)
+            print(await count.result(), flush=True)
     elif name == "producer":
         async with loom.Loom(name="producer", native_tools=()) as rt:
             await rt.join_cluster(url, export=["bench.flow"], import_=[], share_directory=False)
@@ -146,16 +136,7 @@ async def role(name: str, url: str, n: int) -> None:
                 await rt.bus.publish("bench.flow", loom.Event("tick", b"x" * 16))
             await rt.cluster.nc.flush()
     elif name == "durable_consumer":  # an agent with BACKGROUND QoS: fed by a durable JetStream consumer
-        got, first, done = 0, 0.0, asyncio.Event()
-
-        async def take(ctx, topic, event):
-            nonlocal got, first
-            if got == 0:
-                first = time.perf_counter()
-            got += 1
-            if got == n:
-                done.set()
-
+        take = Arrivals(n)
         async with loom.Loom(name="dconsumer", native_tools=()) as rt:
             await rt.join_cluster(url, import_=["bench.dflow"], export=["bench.dflow"], heartbeat_s=0.2)
             agent = loom.Agent("dconsumer", ["bench.dflow"], on_event=take, runtime=rt, qos=loom.QoS.BACKGROUND)
@@ -163,8 +144,7 @@ async def role(name: str, url: str, n: int) -> None:
             for feed in rt.cluster.feeds.feeds.values():
                 await feed.started.wait()
             print("ready", flush=True)
-            await done.wait()
-            print(json.dumps({"events": n, "seconds": time.perf_counter() - first}), flush=True)
+            print(await take.result(), flush=True)
     elif name == "durable_producer":  # learns from the directory that the subject is durable: acked sends
         async with loom.Loom(name="dproducer", native_tools=()) as rt:
             await rt.join_cluster(url, export=["bench.dflow"], import_=[], heartbeat_s=0.2)
