@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import time
 
 
@@ -13,6 +14,15 @@ def latency_summary(lat_ns: list[int], cpu_s: float | None = None) -> dict:
     out = {"calls": n, "p50_us": lat[n // 2] / 1000, "p99_us": lat[(n * 99) // 100] / 1000}
     if cpu_s is not None:
         out["cpu_us_per_call"] = cpu_s / n * 1e6
+    return out
+
+
+def medians(runs: list[dict], digits: int = 2) -> dict:
+    """Each figure's median over ``runs`` (rates, ``*_per_s``, as whole numbers)."""
+    out = {}
+    for key in runs[0]:
+        value = statistics.median(r[key] for r in runs)
+        out[key] = round(value) if key.endswith("per_s") else round(value, digits)
     return out
 
 

@@ -25,12 +25,11 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import sys
 import time
 from typing import Any
 
-from _stats import Arrivals, latency_summary
+from _stats import Arrivals, latency_summary, medians
 
 
 class _Echo:
@@ -250,10 +249,7 @@ def main() -> None:
     for r in runs:
         print(json.dumps({"bench": "bridge", "run": True, **{k: round(v, 1) for k, v in r.items()}}), flush=True)
     summary = {"bench": "bridge", "runs": args.runs, "events": args.events, "calls": args.calls, "traced": args.traced}
-    for key in runs[0]:
-        value = statistics.median(r[key] for r in runs)
-        summary[key] = round(value) if key.endswith("per_s") else round(value, 1)
-    print(json.dumps(summary))
+    print(json.dumps({**summary, **medians(runs, 1)}))
 
 
 if __name__ == "__main__":

@@ -30,13 +30,12 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _stats import Arrivals, latency_summary
+from _stats import Arrivals, latency_summary, medians
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK_MS = 0.5  # CPU each replicated event costs its handler (tests/peers/cluster_agents.py:cpu)
@@ -352,10 +351,7 @@ def main() -> None:
         runs.append(r)
         print(json.dumps({"bench": "cluster", "run": True, **{k: round(v, 2) for k, v in r.items()}}), flush=True)
     summary = {"bench": "cluster", "runs": args.runs, "events": args.events, "calls": args.calls, "work": args.work}
-    for key in runs[0]:
-        value = statistics.median(r[key] for r in runs)
-        summary[key] = round(value) if key.endswith("per_s") else round(value, 2)
-    print(json.dumps(summary))
+    print(json.dumps({**summary, **medians(runs, 2)}))
 
 
 if __name__ == "__main__":

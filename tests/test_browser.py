@@ -6,6 +6,7 @@ dependency; its own browser download is never used). Only loopback traffic is al
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -160,7 +161,10 @@ def _no_tracebacks(page) -> None:
     assert not tracebacks, tracebacks
 
 
-def test_quickstart_runs_in_jupyterlab_and_the_bus_inspector_updates_live(lab):
+@contextlib.contextmanager
+def _lab_page(lab):
+    """A chromium page on the test's JupyterLab and ``run_notebook(name)`` (open it, Run All);
+    the browser is closed afterwards, failed or not."""
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian chromium is missing: `make test` installs it (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
@@ -169,8 +173,15 @@ def test_quickstart_runs_in_jupyterlab_and_the_bus_inspector_updates_live(lab):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = Browser(p)
-        page = browser.page
-        _open_and_run_all(page, url, token, "00_quickstart.ipynb")
+        try:
+            yield browser.page, lambda notebook: _open_and_run_all(browser.page, url, token, notebook)
+        finally:
+            browser.close()
+
+
+def test_quickstart_runs_in_jupyterlab_and_the_bus_inspector_updates_live(lab):
+    with _lab_page(lab) as (page, run_notebook):
+        run_notebook("00_quickstart.ipynb")
         page.wait_for_selector(".loom-bus .loom-row", timeout=60_000)
         widget = page.locator(".loom-bus").first
         first_total = int(widget.get_attribute("data-total") or 0)
@@ -188,20 +199,11 @@ def test_quickstart_runs_in_jupyterlab_and_the_bus_inspector_updates_live(lab):
         page.screenshot(path=str(ARTIFACTS / "quickstart-lab.png"))
         widget.screenshot(path=str(ARTIFACTS / "bus-inspector.png"))
         _no_tracebacks(page)
-        browser.close()
 
 
 def test_agent_and_collaboration_notebooks_render_their_inspectors(lab):
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian chromium is missing: `make test` installs it (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    url, token = lab
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = Browser(p)
-        page = browser.page
-        _open_and_run_all(page, url, token, "01_agents.ipynb")
+    with _lab_page(lab) as (page, run_notebook):
+        run_notebook("01_agents.ipynb")
         page.wait_for_function(
             "() => Number(document.querySelector('.loom-agents')?.dataset.agents) >= 4", timeout=60_000
         )
@@ -220,7 +222,7 @@ def test_agent_and_collaboration_notebooks_render_their_inspectors(lab):
         topo.screenshot(path=str(ARTIFACTS / "topology.png"))
         _no_tracebacks(page)
 
-        _open_and_run_all(page, url, token, "02_collaboration_patterns.ipynb")
+        run_notebook("02_collaboration_patterns.ipynb")
         # `%loom trace on` at its top: the timeline draws the run's spans, one lane per agent
         page.wait_for_selector(".loom-timeline g.loom-lane[data-lane='bob']", timeout=60_000)
         timeline = page.locator(".loom-timeline").first
@@ -228,23 +230,14 @@ def test_agent_and_collaboration_notebooks_render_their_inspectors(lab):
         assert {"ann", "bob", "cy", "boss"} <= set(lanes) and not any(lane.startswith("agent.") for lane in lanes)
         assert timeline.locator("g.loom-span-g[data-name='collab.contract_net']").count() >= 1
         _no_tracebacks(page)
-        browser.close()
 
 
 def test_cognitive_notebook_shows_router_decisions_context_bundle_and_takes_an_approval_click(lab):
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian chromium is missing: `make test` installs it (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    url, token = lab
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = Browser(p)
-        page = browser.page
+    with _lab_page(lab) as (page, run_notebook):
         # Run All, then the last cell once more on its own: the front end's widget manager asks the
         # kernel for its widgets with a shell request that waits behind queued cells, so a widget
         # answers clicks only once no cell is queued (under Run All the approval times out: denied).
-        _open_and_run_all(page, url, token, "04_cognitive_agent.ipynb")
+        run_notebook("04_cognitive_agent.ipynb")
         page.wait_for_function(
             "() => [...document.querySelectorAll('.jp-OutputArea-output')].some(e => "
             "e.innerText.includes('I was not allowed to do that'))",
@@ -283,20 +276,11 @@ def test_cognitive_notebook_shows_router_decisions_context_bundle_and_takes_an_a
             timeout=30_000,
         )
         _no_tracebacks(page)
-        browser.close()
 
 
 def test_tracing_notebook_shows_real_spans_the_topology_and_metrics(lab):
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian chromium is missing: `make test` installs it (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    url, token = lab
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = Browser(p)
-        page = browser.page
-        _open_and_run_all(page, url, token, "07_tracing_and_replay.ipynb")
+    with _lab_page(lab) as (page, run_notebook):
+        run_notebook("07_tracing_and_replay.ipynb")
         page.wait_for_function(
             "() => [...document.querySelectorAll('.jp-OutputArea-output')].some(e => "
             "e.innerText.includes('the panel replayed'))",
@@ -381,20 +365,11 @@ def test_tracing_notebook_shows_real_spans_the_topology_and_metrics(lab):
         metrics.screenshot(path=str(ARTIFACTS / "metrics-view.png"))
         assert page.locator(".loom-replay").first.get_attribute("data-state") == "done"
         _no_tracebacks(page)
-        browser.close()
 
 
 def test_voice_notebook_shows_the_transcript_wake_and_answer_in_the_voice_panel(lab):
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian chromium is missing: `make test` installs it (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    url, token = lab
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = Browser(p)
-        page = browser.page
-        _open_and_run_all(page, url, token, "06_voice.ipynb")
+    with _lab_page(lab) as (page, run_notebook):
+        run_notebook("06_voice.ipynb")
         page.wait_for_selector(".loom-voice .loom-voice-answer", timeout=120_000)
         panel = page.locator(".loom-voice").first
         kinds = panel.locator(".loom-voice-line").evaluate_all("rows => rows.map(r => r.className)")
@@ -406,4 +381,3 @@ def test_voice_notebook_shows_the_transcript_wake_and_answer_in_the_voice_panel(
         panel.scroll_into_view_if_needed()
         panel.screenshot(path=str(ARTIFACTS / "voice-panel.png"))
         _no_tracebacks(page)
-        browser.close()

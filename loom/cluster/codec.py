@@ -172,26 +172,19 @@ def decode_batch(data: bytes) -> list[Event]:
     except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError: not our format
         raise NotALoomEvent(f"not a loom.v1.EventStream: {exc}") from None
     out = []
-    new = Event.__new__
     for m in stream.events:
         if not m.id or not m.type:
             raise NotALoomEvent("not a loom.v1.EventStream: an event without id or type")
-        priority, confidence = m.priority, m.confidence
-        if not (0 <= priority <= 100 and 0.0 <= confidence <= 1.0 and m.timestamp_ms):
-            try:  # values to repair: Event.from_proto's rules
-                out.append(Event.from_proto(m))
-            except LoomError as exc:
-                raise NotALoomEvent(str(exc)) from None
-            continue
-        # The fields protobuf already typed, as Event.from_proto sets them, without its generic map copy.
-        e = new(Event)
-        e.id, e.type, e.timestamp_ms, e.source = m.id, m.type, m.timestamp_ms, m.source
-        md = m.metadata
-        e.metadata = {k: md[k] for k in md}
-        e.payload, e.confidence, e.tags, e.priority = m.payload, confidence, list(m.tags), priority
-        e._env = None
-        out.append(e)
+        out.append(_event_of(m))
     return out
+
+
+def _event_of(m: Any) -> Event:
+    """:meth:`Event.from_proto` (values repaired by its rules), its refusal as :class:`NotALoomEvent`."""
+    try:
+        return Event.from_proto(m)
+    except LoomError as exc:
+        raise NotALoomEvent(str(exc)) from None
 
 
 def decode(data: bytes, headers: dict[str, str] | None) -> Event:
@@ -207,20 +200,7 @@ def decode(data: bytes, headers: dict[str, str] | None) -> Event:
         raise NotALoomEvent(f"not a loom.v1.Event: {exc}") from None
     if not m.id or not m.type:  # random bytes may parse as unknown fields; an event has both
         raise NotALoomEvent("not a loom.v1.Event: no id or type")
-    priority, confidence = m.priority, m.confidence
-    if 0 <= priority <= 100 and 0.0 <= confidence <= 1.0 and m.timestamp_ms:
-        # The fields protobuf already typed, as Event.from_proto sets them, without its generic map copy.
-        event = Event.__new__(Event)
-        event.id, event.type, event.timestamp_ms, event.source = m.id, m.type, m.timestamp_ms, m.source
-        md = m.metadata
-        event.metadata = {k: md[k] for k in md}
-        event.payload, event.confidence, event.tags, event.priority = m.payload, confidence, list(m.tags), priority
-        event._env = None
-    else:
-        try:  # values to repair: Event.from_proto's rules
-            event = Event.from_proto(m)
-        except LoomError as exc:
-            raise NotALoomEvent(str(exc)) from None
+    event = _event_of(m)
     if headers:
         packed = headers.get(ENVELOPE_HEADER)
         if packed is not None:
